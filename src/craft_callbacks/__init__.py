@@ -1,0 +1,43 @@
+"""craft_callbacks: a training run's metrics on the Craft AI platform in one line.
+
+``MetricRecorder`` is the core; the adapters live in their own modules and
+import their framework only when used:
+
+* ``craft_callbacks.huggingface.CraftAiCallback`` (transformers ``Trainer``)
+* ``craft_callbacks.lightning.CraftAiLogger`` (Lightning ``Trainer``)
+* ``craft_callbacks.keras.CraftAiKerasCallback`` (Keras ``fit``)
+
+Importing this package imports no ML framework and not ``craft-ai-sdk``.
+"""
+
+from craft_callbacks.exceptions import (
+    CraftCallbacksError,
+    CraftCallbacksWarning,
+    DeliveryWarning,
+    LocalStoreError,
+    MetricLimitWarning,
+    MetricNameWarning,
+    NonFiniteMetricWarning,
+    NonNumericMetricWarning,
+)
+from craft_callbacks.names import safe_name
+from craft_callbacks.recorder import MetricRecorder
+from craft_callbacks.sinks import LocalStore, MemorySink
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CraftCallbacksError",
+    "CraftCallbacksWarning",
+    "DeliveryWarning",
+    "LocalStore",
+    "LocalStoreError",
+    "MemorySink",
+    "MetricLimitWarning",
+    "MetricNameWarning",
+    "MetricRecorder",
+    "NonFiniteMetricWarning",
+    "NonNumericMetricWarning",
+    "__version__",
+    "safe_name",
+]

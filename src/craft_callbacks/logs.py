@@ -1,0 +1,31 @@
+"""The package's logger, visible by default like those of HF and MLflow.
+
+Info lines (where a run's metrics go, the summary at close) are printed to
+stderr when the application has not configured logging; when it has, they go
+through its handlers. ``CRAFT_CALLBACKS_VERBOSITY`` (``debug``, ``info``,
+``warning``, ``error``) sets the level.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+logger = logging.getLogger("craft_callbacks")
+_configured = False
+
+
+def visible_logger() -> logging.Logger:
+    """The package logger, with a stderr handler when nothing else would show its lines."""
+    global _configured
+    if not _configured:
+        _configured = True
+        level = os.environ.get("CRAFT_CALLBACKS_VERBOSITY", "info").upper()
+        logger.setLevel(getattr(logging, level, logging.INFO))
+        if not logger.handlers and not logging.getLogger().handlers:
+            handler = logging.StreamHandler(sys.stderr)
+            handler.setFormatter(logging.Formatter("%(message)s"))
+            logger.addHandler(handler)
+            logger.propagate = False
+    return logger

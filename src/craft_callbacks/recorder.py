@@ -1,0 +1,550 @@
+"""MetricRecorder: the one core object every adapter drives.
+
+``log_step`` appends each numeric value to the list metric of its name,
+``log_final`` sets scalar metrics, ``close`` turns the last value of every
+list into a scalar and delivers everything. All the rules live here, once:
+value coercion (:mod:`craft_callbacks.values`), the name policy
+(:mod:`craft_callbacks.names`), the per-list cap
+(:mod:`craft_callbacks.thinning`) and background delivery
+(:mod:`craft_callbacks.delivery`). The caller's thread only converts and
+appends in memory; it never does I/O and never sees an exception.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import sys
+import threading
+import warnings
+import weakref
+from collections.abc import Callable, Hashable, Mapping
+from types import TracebackType
+from typing import Any, Final
+
+from craft_callbacks.delivery import DeliveryWorker, Destination, Outbox, Sink, StoreDestination
+from craft_callbacks.exceptions import (
+    CraftCallbacksWarning,
+    DeliveryWarning,
+    MetricLimitWarning,
+    MetricNameWarning,
+    NonFiniteMetricWarning,
+    NonNumericMetricWarning,
+)
+from craft_callbacks.logs import visible_logger
+from craft_callbacks.names import MAX_NAME_LENGTH, NameRegistry
+from craft_callbacks.sinks.auto import platform_execution_id, resolve_auto_sink
+from craft_callbacks.sinks.local_store import LocalStore, new_execution_id
+from craft_callbacks.thinning import DEFAULT_MAX_LIST_VALUES, ListThinner
+from craft_callbacks.values import NON_FINITE, Number, Rejected, describe_type, to_number
+
+DEFAULT_FLUSH_INTERVAL_S: Final = 2.0
+DEFAULT_CLOSE_TIMEOUT_S: Final = 30.0
+WAKE_EVERY_EVENTS: Final = 4096
+
+_live: weakref.WeakSet[MetricRecorder] = weakref.WeakSet()
+_hooks_installed = False
+
+
+_Appenders = tuple[Callable[[Number], None], Callable[[int | None], None]]
+
+
+class _Series:
+    """One list metric of a run: its in-memory buffers and its thinning state.
+
+    Values and steps live in two parallel lists of untracked objects (floats,
+    ints): no allocation the garbage collector must walk. The caller appends
+    the value first, then the step, so the first ``len(steps)`` entries of
+    both are always complete pairs.
+    """
+
+    __slots__ = ("appenders", "last", "name", "steps", "thinner", "values")
+
+    def __init__(self, name: str, cap: int) -> None:
+        self.name = name
+        self.values: list[Number] = []
+        self.steps: list[int | None] = []
+        self.appenders: _Appenders = (self.values.append, self.steps.append)
+        self.thinner = ListThinner(cap)
+        self.last: Number | None = None
+
+    def take(self) -> tuple[list[int | None], list[Number]]:
+        """Remove and return the complete pairs appended so far (worker thread)."""
+        count = len(self.steps)
+        steps = self.steps[:count]
+        values = self.values[:count]
+        del self.steps[:count]
+        del self.values[:count]
+        return steps, values
+
+
+class MetricRecorder:
+    """Record a training run's metrics into a sink, without slowing or breaking training.
+
+    ``sink`` is ``"auto"`` (the platform inside a Craft AI execution, the local
+    store anywhere else), a :class:`LocalStore`, or any object with the SDK's
+    ``record_metric_value`` / ``record_list_metric_values`` (a ``CraftAiSdk``,
+    a :class:`MemorySink`). Errors in the set-up (a bad store path, a sink
+    without those methods) raise here; nothing raises once recording starts.
+    """
+
+    def __init__(
+        self,
+        sink: Any = "auto",
+        *,
+        store_path: str | os.PathLike[str] | None = None,
+        pipeline_name: str | None = None,
+        deployment_name: str | None = None,
+        execution_id: str | None = None,
+        hyperparameters: Mapping[str, Any] | None = None,
+        max_list_values: int = DEFAULT_MAX_LIST_VALUES,
+        expected_events: int | None = None,
+        flush_interval: float = DEFAULT_FLUSH_INTERVAL_S,
+        close_timeout: float = DEFAULT_CLOSE_TIMEOUT_S,
+    ) -> None:
+        if max_list_values < 1:
+            raise ValueError(f"max_list_values must be at least 1, not {max_list_values}")
+        self._log = visible_logger()
+        resolved = _resolve_sink(sink, store_path)
+        self._destination = _destination_for(
+            resolved, pipeline_name, deployment_name, execution_id, hyperparameters
+        )
+        self.max_list_values = int(max_list_values)
+        self.close_timeout = float(close_timeout)
+        self._expected_events = expected_events
+        self._lock = threading.Lock()
+        self._names = NameRegistry()
+        self._series: dict[str, _Series] = {}
+        self._appenders: dict[Hashable, _Appenders] = {}
+        self._scalar_names: set[str] = set()
+        self._pending_scalars: dict[str, Number] = {}
+        self._pending_hyperparameters: dict[str, Any] = {}
+        self._events = 0
+        self._wake_at = WAKE_EVERY_EVENTS
+        self._closed = False
+        self._inert = False
+        self._warned: set[tuple[str, str]] = set()
+        self._dropped: dict[str, dict[str, int]] = {"non-numeric": {}, "non-finite": {}}
+        self._scalars_delivered: set[str] = set()
+        self._worker = DeliveryWorker(self._collect, self._destination, flush_interval)
+        self._worker.start()
+        _register(self)
+        self._log.info(
+            "craft_callbacks: recording run %s to %s", self.execution_id, self._destination.description
+        )
+
+    # -- public API --------------------------------------------------------------
+
+    @property
+    def execution_id(self) -> str:
+        """The id of this run (the platform's execution id, or the local store's run id)."""
+        return self._destination.execution_id
+
+    @property
+    def sink(self) -> Any:
+        """The sink the metrics go to."""
+        return self._destination.sink
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def expect_events(self, count: int | None) -> None:
+        """Tell the recorder how many ``log_step`` calls the run will make, so long lists thin evenly."""
+        self._expected_events = int(count) if count and count > 0 else None
+
+    def log_step(self, metrics: Mapping[Any, Any], step: int | None = None) -> None:
+        """Append each numeric value of ``metrics`` to the list metric of its name.
+
+        ``step`` (the training step) is kept where the sink can keep it; by
+        default the number of earlier ``log_step`` calls. Non-numeric and
+        non-finite values are dropped with one warning per name.
+        """
+        try:
+            if self._closed:
+                self._log_step_after_close(metrics)
+                return
+            events = self._events
+            self._events = events + 1
+            if step is None:
+                step = events
+            appenders_of = self._appenders
+            for key, value in metrics.items():
+                appenders = appenders_of.get(key)
+                if appenders is None:
+                    appenders = self._new_series(key)
+                if type(value) is float and value - value == 0.0:
+                    appenders[0](value)
+                    appenders[1](step)
+                    continue
+                number = to_number(value)
+                if isinstance(number, Rejected):
+                    self._reject(key, value, number)
+                else:
+                    appenders[0](number)
+                    appenders[1](step)
+            if events >= self._wake_at:
+                self._wake_at = events + WAKE_EVERY_EVENTS
+                self._worker.request_flush()
+        except Exception as error:  # never into the training loop
+            self._internal_error("log_step", error)
+
+    def log_final(self, metrics: Mapping[Any, Any]) -> None:
+        """Set each numeric value of ``metrics`` as the scalar metric of its name (the last value wins).
+
+        After :meth:`close`, the values are delivered before this call returns.
+        """
+        try:
+            scalars = self._numbers(metrics)
+            if not scalars:
+                return
+            with self._lock:
+                self._scalar_names.update(scalars)
+                if not self._closed:
+                    self._pending_scalars.update(scalars)
+                    return
+            if not self._inert:
+                self._deliver_now(scalars)
+        except Exception as error:
+            self._internal_error("log_final", error)
+
+    def log_hyperparams(self, params: Mapping[str, Any]) -> None:
+        """Keep hyperparameters with the run (in the local store; the platform has no place for them)."""
+        try:
+            with self._lock:
+                self._pending_hyperparameters.update({str(k): v for k, v in dict(params).items()})
+            if self._closed and not self._inert:
+                self._destination.record_hyperparameters(self._take_hyperparameters())
+        except Exception as error:
+            self._internal_error("log_hyperparams", error)
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until everything recorded so far is delivered; False if ``timeout`` passed first."""
+        if self._closed:
+            return True
+        return self._worker.flush(timeout)
+
+    def close(self, status: str = "success") -> None:
+        """End the run: last list values become scalars, everything is delivered (bounded wait).
+
+        Idempotent. ``status`` is kept where the sink can keep it (the local store).
+        """
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        _live.discard(self)
+        try:
+            complete = self._worker.stop(self.close_timeout)
+            if not complete:
+                warnings.warn(
+                    f"craft_callbacks: run {self.execution_id}: "
+                    f"{self._worker.outbox.pending_values()} values could not be delivered to "
+                    f"{self._destination.description} within {self.close_timeout:g} s "
+                    f"(last error: {self._worker.last_error})",
+                    DeliveryWarning,
+                    stacklevel=2,
+                )
+            self._destination.set_status(status)
+            self._log.info("%s", self.summary())
+        except Exception as error:
+            self._internal_error("close", error)
+
+    def summary(self) -> str:
+        """One line: what was recorded, where, and what was dropped and why."""
+        series = [s for s in self._series.values() if s.thinner.seen]
+        kept = sum(s.thinner.kept for s in series)
+        thinned = sum(s.thinner.thinned for s in series)
+        parts = [
+            f"craft_callbacks: run {self.execution_id} -> {self._destination.description}: "
+            f"{len(series)} list metrics ({kept:,} values), {len(self._scalar_names)} scalars"
+        ]
+        dropped = []
+        for why, per_name in self._dropped.items():
+            if per_name:
+                names = ", ".join(sorted(per_name)[:5]) + (", ..." if len(per_name) > 5 else "")
+                dropped.append(f"{sum(per_name.values()):,} {why} ({names})")
+        if thinned:
+            dropped.append(f"{thinned:,} thinned to stay under {self.max_list_values:,} values per list")
+        if self._destination.rejected:
+            dropped.append(f"refused by the sink: {', '.join(sorted(self._destination.rejected))}")
+        parts.append("; dropped " + ", ".join(dropped) if dropped else "; nothing dropped")
+        return "".join(parts)
+
+    def __enter__(self) -> MetricRecorder:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.close("success")
+        elif issubclass(exc_type, KeyboardInterrupt):
+            self.close("interrupted")
+        else:
+            self.close("failed")
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"MetricRecorder(run={self.execution_id!r}, to={self._destination.description!r}, {state})"
+
+    # -- caller-thread slow paths ------------------------------------------------
+
+    def _name_for(self, key: Any) -> str:
+        """The run's safe name for a metric key, warning once about anything surprising."""
+        if isinstance(key, str):
+            source = key
+        else:
+            source = str(key)
+            self._warn_once(
+                MetricNameWarning,
+                source,
+                f"metric key {key!r} is a {describe_type(key)}, not a string; recorded as {source!r}",
+            )
+        name, clash = self._names.resolve(source)
+        if clash is not None:
+            self._warn_once(
+                MetricNameWarning,
+                source,
+                f"metric names {clash!r} and {source!r} both map to a safe name; "
+                f"{source!r} is recorded as {name!r} to keep them apart",
+            )
+        elif not source:
+            self._warn_once(MetricNameWarning, source, f"empty metric name recorded as {name!r}")
+        elif len(source) > MAX_NAME_LENGTH:
+            self._warn_once(
+                MetricNameWarning,
+                source,
+                f"metric name of {len(source)} characters shortened to {name!r} (at most {MAX_NAME_LENGTH})",
+            )
+        elif name != source and ("renamed", name) not in self._warned:
+            self._warned.add(("renamed", name))
+            self._log.info("craft_callbacks: metric %r is recorded as %r", source, name)
+        return name
+
+    def _new_series(self, key: Any) -> _Appenders:
+        with self._lock:
+            appenders = self._appenders.get(key)
+            if appenders is not None:
+                return appenders
+            name = self._name_for(key)
+            series = self._series.get(name)
+            if series is None:
+                series = self._series[name] = _Series(name, self.max_list_values)
+            self._appenders[key] = series.appenders
+            return series.appenders
+
+    def _numbers(self, metrics: Mapping[Any, Any]) -> dict[str, Number]:
+        """Coerced, named values of a mapping (the slow path, for scalars)."""
+        numbers: dict[str, Number] = {}
+        for key, value in metrics.items():
+            number = to_number(value)
+            if isinstance(number, Rejected):
+                self._reject(key, value, number)
+                continue
+            with self._lock:
+                numbers[self._name_for(key)] = number
+        return numbers
+
+    def _reject(self, key: Any, value: Any, rejected: Rejected) -> None:
+        source = key if isinstance(key, str) else str(key)
+        per_name = self._dropped[rejected.kind]
+        per_name[source] = per_name.get(source, 0) + 1
+        if rejected.kind == NON_FINITE:
+            category: type[CraftCallbacksWarning] = NonFiniteMetricWarning
+            what = "a non-finite value"
+        else:
+            category = NonNumericMetricWarning
+            what = "a non-numeric value"
+        self._warn_once(
+            category,
+            source,
+            f"metric {source!r} got {what} ({rejected.reason}); dropped. Later such values of "
+            f"{source!r} in run {self.execution_id} are dropped without another warning",
+        )
+
+    def _warn_once(self, category: type[CraftCallbacksWarning], name: str, message: str) -> None:
+        key = (category.__name__, name)
+        if key in self._warned:
+            return
+        self._warned.add(key)
+        warnings.warn(f"craft_callbacks: {message}", category, stacklevel=_outside_package())
+
+    def _internal_error(self, where: str, error: BaseException) -> None:
+        self._warn_once(
+            CraftCallbacksWarning,
+            f"internal:{where}",
+            f"{where} failed ({type(error).__name__}: {error}); training goes on, "
+            "some metrics of this call may be missing",
+        )
+
+    def _log_step_after_close(self, metrics: Mapping[Any, Any]) -> None:
+        if self._inert:
+            return
+        self._warn_once(
+            CraftCallbacksWarning,
+            "closed:log_step",
+            f"run {self.execution_id} is closed; values given to log_step now become scalars",
+        )
+        self.log_final(metrics)
+
+    def _deliver_now(self, scalars: dict[str, Number]) -> None:
+        """After close: deliver end-of-run scalars before returning (a blocking write is fine now)."""
+        outbox = Outbox(scalars=dict(scalars))
+        for _ in range(3):
+            try:
+                self._destination.deliver(outbox)
+                return
+            except Exception as error:
+                last = error
+        warnings.warn(
+            f"craft_callbacks: run {self.execution_id}: end-of-run values {sorted(scalars)} could not "
+            f"be delivered to {self._destination.description} ({type(last).__name__}: {last})",
+            DeliveryWarning,
+            stacklevel=3,
+        )
+
+    def _take_hyperparameters(self) -> dict[str, Any]:
+        with self._lock:
+            params, self._pending_hyperparameters = self._pending_hyperparameters, {}
+        return params
+
+    # -- worker thread --------------------------------------------------------------
+
+    def _collect(self, outbox: Outbox, final: bool) -> None:
+        """Move new values into the outbox, thinning each list under its cap (worker thread)."""
+        params = self._take_hyperparameters()
+        if params:
+            self._destination.record_hyperparameters(params)
+        with self._lock:
+            series_list = list(self._series.values())
+            scalars, self._pending_scalars = self._pending_scalars, {}
+        events, expected = self._events, self._expected_events
+        for series in series_list:
+            steps, values = series.take()
+            if not values:
+                continue
+            series.last = values[-1]
+            selection = series.thinner.select(len(values), events, expected)
+            if selection.indices is not None:
+                steps = [steps[index] for index in selection.indices]
+                values = [values[index] for index in selection.indices]
+            if selection.thinning_started:
+                self._warn_thinning(series, expected)
+            if selection.cap_reached:
+                self._warn_once(
+                    MetricLimitWarning,
+                    f"cap:{series.name}",
+                    f"list metric {series.name!r} reached {self.max_list_values:,} values; "
+                    "later values only update its last-value scalar",
+                )
+            if values:
+                outbox.add_list(series.name, steps, values)
+        outbox.scalars.update(scalars)
+        if final:
+            with self._lock:
+                for series in series_list:
+                    if series.last is not None and series.name not in self._scalar_names:
+                        self._scalar_names.add(series.name)
+                        outbox.scalars[series.name] = series.last
+
+    def _warn_thinning(self, series: _Series, expected: int | None) -> None:
+        how = (
+            f"evenly over the {expected:,} expected logging events"
+            if expected and self._events <= expected
+            else "more and more sparsely, so the list spans the whole run"
+        )
+        self._warn_once(
+            MetricLimitWarning,
+            f"thin:{series.name}",
+            f"list metric {series.name!r} would pass {self.max_list_values:,} values; "
+            f"from now on it is thinned {how}",
+        )
+
+    def _forget_after_fork(self) -> None:
+        """In a forked child: never send the parent's values (the parent does)."""
+        self._closed = True
+        self._inert = True
+        for series in self._series.values():
+            series.values.clear()
+            series.steps.clear()
+
+
+_PACKAGE_DIR: Final = os.path.dirname(os.path.abspath(__file__))
+
+
+def _outside_package() -> int:
+    """The ``stacklevel`` that points a warning at the first frame outside this package."""
+    frame = sys._getframe(2)
+    level = 2
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        frame = frame.f_back
+        level += 1
+    return level
+
+
+def _resolve_sink(sink: Any, store_path: str | os.PathLike[str] | None) -> Any:
+    if isinstance(sink, str):
+        if sink != "auto":
+            raise ValueError(
+                f"sink must be 'auto', a LocalStore or an object with the SDK's methods, not {sink!r}"
+            )
+        return resolve_auto_sink(store_path)
+    if isinstance(sink, (LocalStore, Sink)):
+        return sink
+    raise TypeError(
+        f"sink {sink!r} has no record_metric_value / record_list_metric_values methods; "
+        "give a CraftAiSdk, a LocalStore, a MemorySink or 'auto'"
+    )
+
+
+def _destination_for(
+    sink: Any,
+    pipeline_name: str | None,
+    deployment_name: str | None,
+    execution_id: str | None,
+    hyperparameters: Mapping[str, Any] | None,
+) -> Destination:
+    if isinstance(sink, LocalStore):
+        run = sink.start_execution(pipeline_name, deployment_name, hyperparameters, execution_id)
+        return StoreDestination(sink, run, f"local store {sink.path}")
+    if type(sink).__module__.startswith("craft_ai_sdk"):
+        run = execution_id or platform_execution_id() or new_execution_id()
+        destination = Destination(sink, run, f"the Craft AI platform (execution {run})")
+    else:
+        run = execution_id or new_execution_id()
+        destination = Destination(sink, run, type(sink).__name__)
+    if hyperparameters:
+        destination.record_hyperparameters(dict(hyperparameters))
+    return destination
+
+
+def _register(recorder: MetricRecorder) -> None:
+    global _hooks_installed
+    _live.add(recorder)
+    if not _hooks_installed:
+        _hooks_installed = True
+        atexit.register(_close_all)
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _close_all() -> None:
+    """At interpreter exit: close every open recorder (bounded), so nothing recorded is lost.
+
+    The status ``exited`` tells these runs apart from those closed by their code.
+    """
+    for recorder in list(_live):
+        recorder.close("exited")
+
+
+def _after_fork_in_child() -> None:
+    for recorder in list(_live):
+        recorder._forget_after_fork()
+    _live.clear()
+
+
+__all__ = ["MetricRecorder"]

@@ -1,0 +1,62 @@
+"""``sink="auto"``: the platform inside a Craft AI execution, the local store anywhere else."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Final
+
+from craft_callbacks.exceptions import DeliveryWarning
+from craft_callbacks.sinks.local_store import LocalStore
+
+EXECUTION_ENV: Final = "CRAFT_AI_EXECUTION_ID"
+
+
+def sdk_installed() -> bool:
+    """Whether ``craft-ai-sdk`` can be imported (without importing it)."""
+    return importlib.util.find_spec("craft_ai_sdk") is not None
+
+
+def platform_execution_id() -> str | None:
+    """The id of the Craft AI execution this process runs in, or None outside one.
+
+    Asks the SDK when it is installed (it also knows the platform's injected
+    context); otherwise reads ``CRAFT_AI_EXECUTION_ID``.
+    """
+    if sdk_installed():
+        from craft_ai_sdk.shared.execution_context import get_execution_id
+
+        found = get_execution_id()  # type: ignore[no-untyped-call]
+        return str(found) if found else None
+    return os.environ.get(EXECUTION_ENV) or None
+
+
+def platform_sink() -> Any:
+    """A ``CraftAiSdk`` built from the step's environment (URL and token come from it)."""
+    from craft_ai_sdk import CraftAiSdk
+
+    return CraftAiSdk()  # type: ignore[no-untyped-call]
+
+
+def resolve_auto_sink(store_path: str | os.PathLike[str] | Path | None) -> Any:
+    """Choose the sink for ``sink="auto"``.
+
+    Inside an execution without ``craft-ai-sdk`` installed, the metrics cannot
+    reach the platform: a loud warning says so and what to add to the step's
+    requirements, and the metrics go to the local store instead.
+    """
+    execution_id = platform_execution_id()
+    if execution_id and sdk_installed():
+        return platform_sink()
+    if execution_id:
+        warnings.warn(
+            f"craft_callbacks: this process runs in Craft AI execution {execution_id!r} but "
+            "craft-ai-sdk is not installed, so metrics are NOT reaching the platform. Add "
+            "'craft-callbacks[craft]' (or 'craft-ai-sdk') to the step's requirements.txt. "
+            "Metrics go to the local store meanwhile.",
+            DeliveryWarning,
+            stacklevel=3,
+        )
+    return LocalStore(store_path)

@@ -1,0 +1,128 @@
+"""Keep each list metric under the platform's per-list cap (50,000 values per execution).
+
+Values already delivered cannot be taken back from the platform, so a list
+must be thinned *while* it is recorded. :class:`ListThinner` decides, chunk by
+chunk on the background worker, which of a list's new values are kept:
+
+* never more than ``cap`` values;
+* a list that will not reach the cap is never thinned;
+* known total (the adapter passed the expected number of logging events):
+  the list's final length is projected from its own rate, and when the
+  projection passes the cap the rest of the list is thinned evenly so the
+  whole run fits and nearly all the cap is used;
+* unknown total (or a run that outlives its estimate): up to half the cap is
+  kept as it comes; then every 2nd value, every 4th, ... each phase taking a
+  third of the remaining room, so the list spans the whole run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Final
+
+DEFAULT_MAX_LIST_VALUES: Final = 50_000
+
+
+@dataclass
+class Selection:
+    """Which values of a chunk are kept: ``None`` means all of them."""
+
+    indices: list[int] | None
+    thinning_started: bool = False
+    cap_reached: bool = False
+
+
+@dataclass
+class ListThinner:
+    """The thinning state of one list metric in one run."""
+
+    cap: int = DEFAULT_MAX_LIST_VALUES
+    seen: int = 0
+    kept: int = 0
+    thinned: int = 0
+    _position: float = field(default=0.0, repr=False)
+    _stride: int = field(default=1, repr=False)
+    _phase_room: int = field(default=0, repr=False)
+    _phase_index: int = field(default=0, repr=False)
+    _graceful: bool = field(default=False, repr=False)
+    _thinning: bool = field(default=False, repr=False)
+    _reported: bool = field(default=False, repr=False)
+
+    def select(self, count: int, events: int, expected_events: int | None) -> Selection:
+        """Choose which of the next ``count`` values to keep.
+
+        ``events`` is the number of logging events so far in the run and
+        ``expected_events`` the number the adapter expects in all (or None).
+        """
+        start = self.seen
+        self.seen += count
+        if count <= 0:
+            return Selection(None)
+        known = expected_events is not None and expected_events > 0 and events <= expected_events
+        if not self._thinning:
+            projected = self._projected(events, expected_events) if known else self.seen
+            fits = projected <= self.cap and self.kept + count <= self.cap
+            if fits and (known or self.kept + count <= self.cap // 2):
+                self.kept += count
+                return Selection(None)
+            self._thinning = True
+        if known and not self._graceful:
+            indices = self._even(start, count, events, expected_events or 0)
+        else:
+            indices = self._phases(count)
+        dropped = count - len(indices)
+        self.kept += len(indices)
+        self.thinned += dropped
+        started = dropped > 0 and not self._reported
+        self._reported = self._reported or started
+        return Selection(indices, started, dropped > 0 and self.kept >= self.cap)
+
+    def _projected(self, events: int, expected_events: int | None) -> float:
+        if not events or not expected_events:
+            return float(self.seen)
+        return max(float(self.seen), self.seen * expected_events / events)
+
+    def _even(self, start: int, count: int, events: int, expected: int) -> list[int]:
+        """Keep an even share of the chunk so the projected list ends at the cap."""
+        projected = self._projected(events, expected)
+        room = self.cap - self.kept
+        remaining = projected - start
+        ratio = 1.0 if remaining <= 0 else min(1.0, room / remaining)
+        kept: list[int] = []
+        position = self._position
+        for index in range(count):
+            if len(kept) >= room:
+                break
+            before = int(position)
+            position += ratio
+            if int(position) > before or (index == 0 and start == 0):
+                kept.append(index)
+        self._position = position - int(position)
+        return kept
+
+    def _phases(self, count: int) -> list[int]:
+        """Graceful thinning when the total is unknown: strides 1, 2, 4, ..."""
+        if not self._graceful:
+            self._graceful = True
+            self._next_phase(first=self.kept < self.cap // 2)
+        kept: list[int] = []
+        for index in range(count):
+            if self.kept + len(kept) >= self.cap:
+                break
+            if self._phase_index % self._stride == 0:
+                kept.append(index)
+                self._phase_room -= 1
+                if self._phase_room <= 0:
+                    self._next_phase(first=False, kept_now=len(kept))
+                    continue
+            self._phase_index += 1
+        return kept
+
+    def _next_phase(self, first: bool, kept_now: int = 0) -> None:
+        room = self.cap - self.kept - kept_now
+        if first:
+            self._phase_room = self.cap // 2 - self.kept - kept_now
+        else:
+            self._stride *= 2
+            self._phase_room = max(1, room // 3)
+        self._phase_index = 0 if first else self._stride - 1
