@@ -58,7 +58,7 @@ class _Series:
     both are always complete pairs.
     """
 
-    __slots__ = ("appenders", "last", "name", "steps", "thinner", "values")
+    __slots__ = ("appenders", "last", "last_step", "name", "steps", "thinner", "values")
 
     def __init__(self, name: str, cap: int) -> None:
         self.name = name
@@ -67,6 +67,7 @@ class _Series:
         self.appenders: _Appenders = (self.values.append, self.steps.append)
         self.thinner = ListThinner(cap)
         self.last: Number | None = None
+        self.last_step: int | None = None
 
     def take(self) -> tuple[list[int | None], list[Number]]:
         """Remove and return the complete pairs appended so far (worker thread)."""
@@ -428,26 +429,24 @@ class MetricRecorder:
             if not values:
                 continue
             series.last = values[-1]
+            series.last_step = steps[-1]
             selection = series.thinner.select(len(values), events, expected)
             if selection.indices is not None:
                 steps = [steps[index] for index in selection.indices]
                 values = [values[index] for index in selection.indices]
             if selection.thinning_started:
                 self._warn_thinning(series, expected)
-            if selection.cap_reached:
-                self._warn_once(
-                    MetricLimitWarning,
-                    f"cap:{series.name}",
-                    f"list metric {series.name!r} reached {self.max_list_values:,} values; "
-                    "later values only update its last-value scalar",
-                )
             if values:
                 outbox.add_list(series.name, steps, values)
         outbox.scalars.update(scalars)
         if final:
             with self._lock:
                 for series in series_list:
-                    if series.last is not None and series.name not in self._scalar_names:
+                    if series.last is None:
+                        continue
+                    if series.thinner.keep_last():
+                        outbox.add_list(series.name, [series.last_step], [series.last])
+                    if series.name not in self._scalar_names:
                         self._scalar_names.add(series.name)
                         outbox.scalars[series.name] = series.last
 

@@ -29,7 +29,6 @@ class Selection:
 
     indices: list[int] | None
     thinning_started: bool = False
-    cap_reached: bool = False
 
 
 @dataclass
@@ -40,10 +39,11 @@ class ListThinner:
     seen: int = 0
     kept: int = 0
     thinned: int = 0
+    last_kept: bool = True
     _position: float = field(default=0.0, repr=False)
     _stride: int = field(default=1, repr=False)
+    _skip: int = field(default=0, repr=False)
     _phase_room: int = field(default=0, repr=False)
-    _phase_index: int = field(default=0, repr=False)
     _graceful: bool = field(default=False, repr=False)
     _thinning: bool = field(default=False, repr=False)
     _reported: bool = field(default=False, repr=False)
@@ -64,6 +64,7 @@ class ListThinner:
             fits = projected <= self.cap and self.kept + count <= self.cap
             if fits and (known or self.kept + count <= self.cap // 2):
                 self.kept += count
+                self.last_kept = True
                 return Selection(None)
             self._thinning = True
         if known and not self._graceful:
@@ -73,9 +74,28 @@ class ListThinner:
         dropped = count - len(indices)
         self.kept += len(indices)
         self.thinned += dropped
+        self.last_kept = bool(indices) and indices[-1] == count - 1
         started = dropped > 0 and not self._reported
         self._reported = self._reported or started
-        return Selection(indices, started, dropped > 0 and self.kept >= self.cap)
+        return Selection(indices, started)
+
+    def keep_last(self) -> bool:
+        """At the end of the run: whether the list's last value, thinned away, is kept after all.
+
+        Thinning leaves one value of the cap free for it, so a thinned list
+        always ends with the run's final value.
+        """
+        if self.last_kept or self.kept >= self.cap:
+            return False
+        self.kept += 1
+        self.thinned -= 1
+        self.last_kept = True
+        return True
+
+    @property
+    def _room(self) -> int:
+        """Values that may still be kept while thinning (one is saved for the last value)."""
+        return max(0, self.cap - 1 - self.kept)
 
     def _projected(self, events: int, expected_events: int | None) -> float:
         if not events or not expected_events:
@@ -84,9 +104,8 @@ class ListThinner:
 
     def _even(self, start: int, count: int, events: int, expected: int) -> list[int]:
         """Keep an even share of the chunk so the projected list ends at the cap."""
-        projected = self._projected(events, expected)
-        room = self.cap - self.kept
-        remaining = projected - start
+        room = self._room
+        remaining = self._projected(events, expected) - start
         ratio = 1.0 if remaining <= 0 else min(1.0, room / remaining)
         kept: list[int] = []
         position = self._position
@@ -104,25 +123,26 @@ class ListThinner:
         """Graceful thinning when the total is unknown: strides 1, 2, 4, ..."""
         if not self._graceful:
             self._graceful = True
-            self._next_phase(first=self.kept < self.cap // 2)
+            self._phase_room = self.cap // 2 - self.kept
+            if self._phase_room <= 0:
+                self._next_phase(0)
+        room = self._room
         kept: list[int] = []
         for index in range(count):
-            if self.kept + len(kept) >= self.cap:
+            if len(kept) >= room:
                 break
-            if self._phase_index % self._stride == 0:
-                kept.append(index)
-                self._phase_room -= 1
-                if self._phase_room <= 0:
-                    self._next_phase(first=False, kept_now=len(kept))
-                    continue
-            self._phase_index += 1
+            if self._skip:
+                self._skip -= 1
+                continue
+            kept.append(index)
+            self._skip = self._stride - 1
+            self._phase_room -= 1
+            if self._phase_room <= 0:
+                self._next_phase(len(kept))
         return kept
 
-    def _next_phase(self, first: bool, kept_now: int = 0) -> None:
-        room = self.cap - self.kept - kept_now
-        if first:
-            self._phase_room = self.cap // 2 - self.kept - kept_now
-        else:
-            self._stride *= 2
-            self._phase_room = max(1, room // 3)
-        self._phase_index = 0 if first else self._stride - 1
+    def _next_phase(self, kept_now: int) -> None:
+        """Halve the density: double the stride, spend a third of the remaining room."""
+        self._stride *= 2
+        self._skip = self._stride - 1
+        self._phase_room = max(1, (self.cap - 1 - self.kept - kept_now) // 3)

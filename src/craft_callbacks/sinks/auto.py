@@ -48,15 +48,22 @@ def resolve_auto_sink(store_path: str | os.PathLike[str] | Path | None) -> Any:
     requirements, and the metrics go to the local store instead.
     """
     execution_id = platform_execution_id()
-    if execution_id and sdk_installed():
-        return platform_sink()
-    if execution_id:
-        warnings.warn(
-            f"craft_callbacks: this process runs in Craft AI execution {execution_id!r} but "
-            "craft-ai-sdk is not installed, so metrics are NOT reaching the platform. Add "
-            "'craft-callbacks[craft]' (or 'craft-ai-sdk') to the step's requirements.txt. "
-            "Metrics go to the local store meanwhile.",
-            DeliveryWarning,
-            stacklevel=3,
+    if not execution_id:
+        return LocalStore(store_path)
+    if not sdk_installed():
+        problem = (
+            "craft-ai-sdk is not installed. Add 'craft-callbacks[craft]' (or 'craft-ai-sdk') "
+            "to the step's requirements.txt"
         )
+    else:
+        try:
+            return platform_sink()
+        except Exception as error:  # no token or URL in the step's environment
+            problem = f"the Craft AI SDK cannot be set up ({error})"
+    warnings.warn(
+        f"craft_callbacks: this process runs in Craft AI execution {execution_id!r} but {problem}; "
+        "metrics are NOT reaching the platform. They go to the local store meanwhile.",
+        DeliveryWarning,
+        stacklevel=3,
+    )
     return LocalStore(store_path)

@@ -1,0 +1,35 @@
+"""Shared fixtures: every test runs in its own folder, outside any platform execution."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from craft_callbacks import LocalStore
+
+PLATFORM_ENV = (
+    "CRAFT_AI_EXECUTION_ID",
+    "CRAFT_AI_SDK_TOKEN",
+    "CRAFT_AI_ENVIRONMENT_URL",
+    "CRAFT_AI_CONTROL_URL",
+    "CRAFT_CALLBACKS_STORE",
+)
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Run in a fresh folder (so ./craft_metrics lands there) with no platform settings."""
+    monkeypatch.chdir(tmp_path)
+    for name in PLATFORM_ENV:
+        monkeypatch.delenv(name, raising=False)
+    yield tmp_path
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[LocalStore]:
+    """A LocalStore in the test's folder."""
+    opened = LocalStore(tmp_path / "store" / "metrics.db")
+    yield opened
+    opened.close()
