@@ -52,8 +52,10 @@ class Outbox:
             pending[0].extend(steps)
             pending[1].extend(values)
 
-    def pending_values(self) -> int:
-        return sum(len(values) for _, values in self.lists.values()) + len(self.scalars)
+    def describe(self) -> str:
+        """What is pending, in words: ``120 list values and 2 scalars``."""
+        values = sum(len(values) for _, values in self.lists.values())
+        return f"{values:,} list values and {len(self.scalars)} scalars"
 
     def __bool__(self) -> bool:
         return bool(self.lists or self.scalars)
@@ -82,25 +84,36 @@ class Destination:
         self.execution_id = execution_id
         self.description = description
         self.rejected: dict[str, str] = {}
+        self.rejected_values = 0
 
     def deliver(self, outbox: Outbox) -> None:
         """Send the outbox; what was accepted leaves it. Raises on a transient failure."""
         for name in list(outbox.lists):
             _, values = outbox.lists[name]
-            self._send(name, outbox.lists, self.sink.record_list_metric_values, values)
+            self._send("list", name, outbox.lists, values, len(values))
         for name in list(outbox.scalars):
-            self._send(name, outbox.scalars, self.sink.record_metric_value, outbox.scalars[name])
+            self._send("scalar", name, outbox.scalars, outbox.scalars[name], 1)
 
-    def _send(self, name: str, pending: dict[str, Any], call: Callable[..., Any], payload: Any) -> None:
+    def _send(self, kind: str, name: str, pending: dict[str, Any], payload: Any, count: int) -> None:
+        """Send one metric's pending values; a refused metric is not sent again in this run."""
+        label = f"{kind} {name}"
+        if label in self.rejected:
+            self.rejected_values += count
+            del pending[name]
+            return
         try:
-            call(name, payload)
+            if kind == "list":
+                self.sink.record_list_metric_values(name, payload)
+            else:
+                self.sink.record_metric_value(name, payload)
         except Exception as error:
             if not is_permanent(error):
                 raise
-            self.rejected[name] = str(error)
+            self.rejected[label] = str(error)
+            self.rejected_values += count
             warnings.warn(
-                f"craft_callbacks: the sink refused metric {name!r} ({error}); "
-                "its values are dropped, the other metrics keep flowing",
+                f"craft_callbacks: the sink refused {kind} metric {name!r} ({error}); its values in "
+                "this run are dropped, the other metrics keep flowing",
                 DeliveryWarning,
                 stacklevel=2,
             )

@@ -21,8 +21,11 @@ def visible_logger() -> logging.Logger:
     global _configured
     if not _configured:
         _configured = True
-        level = os.environ.get("CRAFT_CALLBACKS_VERBOSITY", "info").upper()
-        logger.setLevel(getattr(logging, level, logging.INFO))
+        level = os.environ.get("CRAFT_CALLBACKS_VERBOSITY")
+        if level:
+            logger.setLevel(getattr(logging, level.upper(), logging.INFO))
+        elif logger.level == logging.NOTSET:  # keep a level the application chose
+            logger.setLevel(logging.INFO)
         if not logger.handlers and not logging.getLogger().handlers:
             handler = logging.StreamHandler(sys.stderr)
             handler.setFormatter(logging.Formatter("%(message)s"))

@@ -116,7 +116,8 @@ class MetricRecorder:
         self._lock = threading.Lock()
         self._names = NameRegistry()
         self._series: dict[str, _Series] = {}
-        self._appenders: dict[Hashable, _Appenders] = {}
+        self._appenders: dict[str, _Appenders] = {}
+        self._appenders_of_other_keys: dict[tuple[type, Hashable], _Appenders] = {}
         self._scalar_names: set[str] = set()
         self._pending_scalars: dict[str, Number] = {}
         self._pending_hyperparameters: dict[str, Any] = {}
@@ -126,7 +127,7 @@ class MetricRecorder:
         self._inert = False
         self._warned: set[tuple[str, str]] = set()
         self._dropped: dict[str, dict[str, int]] = {"non-numeric": {}, "non-finite": {}}
-        self._scalars_delivered: set[str] = set()
+        self._undelivered: str | None = None
         self._worker = DeliveryWorker(self._collect, self._destination, flush_interval)
         self._worker.start()
         _register(self)
@@ -238,10 +239,10 @@ class MetricRecorder:
         try:
             complete = self._worker.stop(self.close_timeout)
             if not complete:
+                self._undelivered = self._worker.outbox.describe()
                 warnings.warn(
-                    f"craft_callbacks: run {self.execution_id}: "
-                    f"{self._worker.outbox.pending_values()} values could not be delivered to "
-                    f"{self._destination.description} within {self.close_timeout:g} s "
+                    f"craft_callbacks: run {self.execution_id}: {self._undelivered} could not be "
+                    f"delivered to {self._destination.description} within {self.close_timeout:g} s "
                     f"(last error: {self._worker.last_error})",
                     DeliveryWarning,
                     stacklevel=2,
@@ -268,8 +269,13 @@ class MetricRecorder:
         if thinned:
             dropped.append(f"{thinned:,} thinned to stay under {self.max_list_values:,} values per list")
         if self._destination.rejected:
-            dropped.append(f"refused by the sink: {', '.join(sorted(self._destination.rejected))}")
+            dropped.append(
+                f"{self._destination.rejected_values:,} refused by the sink "
+                f"({', '.join(sorted(self._destination.rejected))})"
+            )
         parts.append("; dropped " + ", ".join(dropped) if dropped else "; nothing dropped")
+        if self._undelivered:
+            parts.append(f"; NOT delivered: {self._undelivered}")
         return "".join(parts)
 
     def __enter__(self) -> MetricRecorder:
@@ -299,11 +305,11 @@ class MetricRecorder:
         if isinstance(key, str):
             source = key
         else:
-            source = str(key)
+            source = _key_text(key)
             self._warn_once(
                 MetricNameWarning,
                 source,
-                f"metric key {key!r} is a {describe_type(key)}, not a string; recorded as {source!r}",
+                f"metric key of type {describe_type(key)} is not a string; recorded as {source!r}",
             )
         name, clash = self._names.resolve(source)
         if clash is not None:
@@ -327,15 +333,26 @@ class MetricRecorder:
         return name
 
     def _new_series(self, key: Any) -> _Appenders:
+        """The appenders of a key seen for the first time (or of a non-string key, every time).
+
+        Only string keys are cached where the hot path looks: ``1``, ``True``
+        and ``1.0`` are one dict key in Python but three metric names here.
+        """
         with self._lock:
-            appenders = self._appenders.get(key)
+            if isinstance(key, str):
+                appenders = self._appenders.get(key)
+            else:
+                appenders = self._appenders_of_other_keys.get((type(key), key))
             if appenders is not None:
                 return appenders
             name = self._name_for(key)
             series = self._series.get(name)
             if series is None:
                 series = self._series[name] = _Series(name, self.max_list_values)
-            self._appenders[key] = series.appenders
+            if isinstance(key, str):
+                self._appenders[key] = series.appenders
+            else:
+                self._appenders_of_other_keys[(type(key), key)] = series.appenders
             return series.appenders
 
     def _numbers(self, metrics: Mapping[Any, Any]) -> dict[str, Number]:
@@ -351,7 +368,7 @@ class MetricRecorder:
         return numbers
 
     def _reject(self, key: Any, value: Any, rejected: Rejected) -> None:
-        source = key if isinstance(key, str) else str(key)
+        source = key if isinstance(key, str) else _key_text(key)
         per_name = self._dropped[rejected.kind]
         per_name[source] = per_name.get(source, 0) + 1
         if rejected.kind == NON_FINITE:
@@ -451,16 +468,20 @@ class MetricRecorder:
                         outbox.scalars[series.name] = series.last
 
     def _warn_thinning(self, series: _Series, expected: int | None) -> None:
-        how = (
-            f"evenly over the {expected:,} expected logging events"
-            if expected and self._events <= expected
-            else "more and more sparsely, so the list spans the whole run"
-        )
+        if expected and self._events <= expected:
+            why = (
+                f"is on course to pass the cap of {self.max_list_values:,} values per list; "
+                f"it is thinned evenly over the {expected:,} expected logging events"
+            )
+        else:
+            why = (
+                f"passed half the cap of {self.max_list_values:,} values per list and the run's "
+                "length is unknown; it is thinned more and more sparsely so it spans the whole run"
+            )
         self._warn_once(
             MetricLimitWarning,
             f"thin:{series.name}",
-            f"list metric {series.name!r} would pass {self.max_list_values:,} values; "
-            f"from now on it is thinned {how}",
+            f"list metric {series.name!r} {why} (its last value is always kept)",
         )
 
     def _forget_after_fork(self) -> None:
@@ -470,6 +491,14 @@ class MetricRecorder:
         for series in self._series.values():
             series.values.clear()
             series.steps.clear()
+
+
+def _key_text(key: Any) -> str:
+    """A non-string key as text: ``str(key)``, or its type when it cannot be printed."""
+    try:
+        return str(key)
+    except Exception:  # an int beyond the str() digit limit, a broken __str__
+        return f"{type(key).__name__}-key"
 
 
 _PACKAGE_DIR: Final = os.path.dirname(os.path.abspath(__file__))

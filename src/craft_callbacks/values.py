@@ -47,13 +47,21 @@ def _from_int(value: int) -> Number | Rejected:
     try:
         return float(value)
     except OverflowError:
-        return Rejected(NON_FINITE, f"an int of {len(str(abs(value)))} digits is beyond float range")
+        return Rejected(NON_FINITE, f"an int of {value.bit_length()} bits is beyond float range")
 
 
 def _from_float(value: float) -> Number | Rejected:
     if math.isfinite(value):
         return value
     return Rejected(NON_FINITE, f"{value!r} is not finite")
+
+
+def _through_float(value: Any) -> Number | Rejected:
+    """Convert with ``float()``; a number too large for a float is non-finite, not non-numeric."""
+    try:
+        return _from_float(float(value))
+    except OverflowError:
+        return Rejected(NON_FINITE, f"this {describe_type(value)} is beyond float range")
 
 
 def _element_count(value: Any) -> int | None:
@@ -107,7 +115,7 @@ def _to_number(value: Any) -> Number | Rejected:
     if isinstance(value, complex):
         return Rejected(NON_NUMERIC, "complex is not a real number")
     if hasattr(type(value), "__float__"):
-        return _from_float(float(value))
+        return _through_float(value)
     if hasattr(type(value), "__index__"):
         return _from_int(value.__index__())
     return Rejected(NON_NUMERIC, f"{describe_type(value)} is not a number")
@@ -118,13 +126,11 @@ def _one_element(value: Any) -> Number | Rejected:
     if hasattr(value, "numpy") and not hasattr(value, "item"):
         value = value.numpy()  # TensorFlow eager tensors: go through numpy
     item = getattr(value, "item", None)
-    if callable(item):
-        scalar = item()
-        if type(scalar) in (float, int, bool):
-            return _to_number(scalar)
-        if isinstance(scalar, complex):
-            return Rejected(NON_NUMERIC, f"{describe_type(value)} holds a complex number")
-        if isinstance(scalar, (str, bytes)) or scalar is None:
-            return Rejected(NON_NUMERIC, f"{describe_type(value)} holds {describe_type(scalar)}")
+    scalar = item() if callable(item) else value
+    if type(scalar) in (float, int, bool):
         return _to_number(scalar)
-    return _from_float(float(value))
+    if isinstance(scalar, (complex, str, bytes)) or scalar is None:
+        return Rejected(NON_NUMERIC, f"{describe_type(value)} holds {describe_type(scalar)}")
+    if not hasattr(type(scalar), "__float__"):  # datetimes, objects...
+        return Rejected(NON_NUMERIC, f"{describe_type(value)} holds {describe_type(scalar)}")
+    return _through_float(scalar)  # numpy longdouble and other exotic scalars
