@@ -175,16 +175,17 @@ class MetricRecorder:
                 appenders = appenders_of.get(key)
                 if appenders is None:
                     appenders = self._new_series(key)
+                append_value, append_step = appenders
                 if type(value) is float and value - value == 0.0:
-                    appenders[0](value)
-                    appenders[1](step)
+                    append_value(value)
+                    append_step(step)
                     continue
                 number = to_number(value)
                 if isinstance(number, Rejected):
                     self._reject(key, value, number)
                 else:
-                    appenders[0](number)
-                    appenders[1](step)
+                    append_value(number)
+                    append_step(step)
             if events >= self._wake_at:
                 self._wake_at = events + WAKE_EVERY_EVENTS
                 self._worker.request_flush()

@@ -78,12 +78,22 @@ def _element_count(value: Any) -> int | None:
     return count
 
 
+# Types seen to be scalars that always hold one number (numpy.float32, numpy.int64...):
+# their later values skip the shape checks.
+_scalar_types: set[type] = set()
+
+
 def to_number(value: Any) -> Number | Rejected:
     """Convert ``value`` to a finite Python int or float, or say why not.
 
     Never raises: a value whose own conversion fails is reported as rejected.
     """
     try:
+        if type(value) in _scalar_types:
+            scalar = value.item()
+            if type(scalar) is float:
+                return _from_float(scalar)
+            return _to_number(scalar)
         return _to_number(value)
     except Exception as error:  # a tensor on a dead device, a broken __float__...
         return Rejected(NON_NUMERIC, f"converting {describe_type(value)} failed: {error}")
@@ -121,6 +131,11 @@ def _to_number(value: Any) -> Number | Rejected:
     return Rejected(NON_NUMERIC, f"{describe_type(value)} is not a number")
 
 
+def _is_complex(value: Any) -> bool:
+    """numpy complex scalars (``clongdouble``) are not ``complex`` subclasses: ask their dtype."""
+    return getattr(getattr(value, "dtype", None), "kind", None) == "c"
+
+
 def _one_element(value: Any) -> Number | Rejected:
     """Unwrap a one-element array or tensor (numpy, torch, JAX, TF, Keras)."""
     if hasattr(value, "numpy") and not hasattr(value, "item"):
@@ -128,8 +143,10 @@ def _one_element(value: Any) -> Number | Rejected:
     item = getattr(value, "item", None)
     scalar = item() if callable(item) else value
     if type(scalar) in (float, int, bool):
+        if getattr(value, "shape", None) == () and type(value).__module__ == "numpy":
+            _scalar_types.add(type(value))
         return _to_number(scalar)
-    if isinstance(scalar, (complex, str, bytes)) or scalar is None:
+    if isinstance(scalar, (complex, str, bytes)) or scalar is None or _is_complex(scalar):
         return Rejected(NON_NUMERIC, f"{describe_type(value)} holds {describe_type(scalar)}")
     if not hasattr(type(scalar), "__float__"):  # datetimes, objects...
         return Rejected(NON_NUMERIC, f"{describe_type(value)} holds {describe_type(scalar)}")

@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from datetime import datetime, timezone
+from itertools import repeat
 from pathlib import Path
 from typing import Any, Final
 
@@ -305,8 +306,8 @@ class LocalStore:
                 db.executemany(
                     "INSERT INTO list_values (execution_id, name, seq, step, value) VALUES (?, ?, ?, ?, ?)",
                     zip(
-                        _repeat(execution_id),
-                        _repeat(name),
+                        repeat(execution_id),
+                        repeat(name),
                         range(start, start + len(values)),
                         steps,
                         values,
@@ -416,11 +417,6 @@ def _checked(name: str, value: Any) -> Number:
     if isinstance(number, Rejected):
         raise ValueError(f"metric {name!r}: {number.reason}; only finite int or float values are metrics")
     return number
-
-
-def _repeat(item: Any) -> Iterator[Any]:
-    while True:
-        yield item
 
 
 def _filters(
