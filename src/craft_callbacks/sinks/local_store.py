@@ -50,21 +50,23 @@ CREATE TABLE IF NOT EXISTS metrics (
     PRIMARY KEY (execution_id, name)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS lists (
+    list_id INTEGER PRIMARY KEY,
     execution_id TEXT NOT NULL,
     name TEXT NOT NULL,
     created_at TEXT NOT NULL,
-    PRIMARY KEY (execution_id, name)
-) WITHOUT ROWID;
+    UNIQUE (execution_id, name)
+);
 CREATE TABLE IF NOT EXISTS list_values (
-    execution_id TEXT NOT NULL,
-    name TEXT NOT NULL,
+    list_id INTEGER NOT NULL REFERENCES lists (list_id),
     seq INTEGER NOT NULL,
     step INTEGER,
     value NOT NULL,
-    PRIMARY KEY (execution_id, name, seq)
+    PRIMARY KEY (list_id, seq)
 ) WITHOUT ROWID;
 """
 _TABLES: Final = {"executions", "metrics", "lists", "list_values"}
+
+_VALUES_OF_LIST: Final = "SELECT value FROM list_values WHERE list_id = ? ORDER BY seq"
 
 ListBatch = tuple[str, Sequence[int | None], Sequence[Number]]
 
@@ -299,20 +301,14 @@ class LocalStore:
                     "ON CONFLICT DO NOTHING",
                     (execution_id, name, now),
                 )
-                start = db.execute(
-                    "SELECT COALESCE(MAX(seq) + 1, 0) FROM list_values WHERE execution_id = ? AND name = ?",
+                list_id, start = db.execute(
+                    "SELECT l.list_id, COALESCE(MAX(v.seq) + 1, 0) FROM lists l "
+                    "LEFT JOIN list_values v USING (list_id) WHERE l.execution_id = ? AND l.name = ?",
                     (execution_id, name),
-                ).fetchone()[0]
+                ).fetchone()
                 db.executemany(
-                    "INSERT INTO list_values (execution_id, name, seq, step, value) VALUES (?, ?, ?, ?, ?)",
-                    zip(
-                        repeat(execution_id),
-                        repeat(name),
-                        range(start, start + len(values)),
-                        steps,
-                        values,
-                        strict=False,
-                    ),
+                    "INSERT INTO list_values (list_id, seq, step, value) VALUES (?, ?, ?, ?)",
+                    zip(repeat(list_id), range(start, start + len(values)), steps, values, strict=False),
                 )
             if scalars:
                 db.executemany(
@@ -383,7 +379,7 @@ class LocalStore:
         where, params = _filters(name, pipeline_name, deployment_name, execution_id, table="l")
         db = self._connection()
         heads = db.execute(
-            "SELECT l.name, l.created_at, l.execution_id, e.deployment_name, e.pipeline_name "
+            "SELECT l.name, l.created_at, l.execution_id, e.deployment_name, e.pipeline_name, l.list_id "
             "FROM lists l JOIN executions e USING (execution_id)"
             f"{where} ORDER BY e.created_at, l.execution_id, l.name",
             params,
@@ -391,7 +387,7 @@ class LocalStore:
         return [
             {
                 "name": head[0],
-                "values": [value for _, value in self.list_series(head[2], head[0])],
+                "values": [row[0] for row in db.execute(_VALUES_OF_LIST, (head[5],))],
                 "created_at": head[1],
                 "execution_id": head[2],
                 "deployment_name": head[3],
@@ -405,7 +401,8 @@ class LocalStore:
         return (
             self._connection()
             .execute(
-                "SELECT step, value FROM list_values WHERE execution_id = ? AND name = ? ORDER BY seq",
+                "SELECT v.step, v.value FROM list_values v JOIN lists l USING (list_id) "
+                "WHERE l.execution_id = ? AND l.name = ? ORDER BY v.seq",
                 (execution_id, name),
             )
             .fetchall()
