@@ -6,6 +6,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import pytest
@@ -107,6 +108,28 @@ def test_two_processes_writing_one_store_lose_nothing(tmp_path: Path) -> None:
         assert lists["epoch"] == list(range(events))
         assert len(lists["lr"]) == events
         assert run["status"] == "success"
+
+
+def test_many_connections_creating_one_new_store_at_once_all_succeed(tmp_path: Path) -> None:
+    """Switching a new file to WAL races between openers; every opener must wait, not fail."""
+    failures: list[BaseException] = []
+    for attempt in range(30):
+        path = tmp_path / f"new-{attempt}.db"
+        barrier = threading.Barrier(6)
+
+        def open_store(path: Path = path, barrier: threading.Barrier = barrier) -> None:
+            barrier.wait()
+            try:
+                LocalStore(path).start_execution()
+            except BaseException as error:
+                failures.append(error)
+
+        openers = [threading.Thread(target=open_store) for _ in range(6)]
+        for opener in openers:
+            opener.start()
+        for opener in openers:
+            opener.join()
+    assert failures == []
 
 
 def test_a_corrupt_file_is_refused_at_creation(tmp_path: Path) -> None:

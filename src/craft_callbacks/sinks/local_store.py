@@ -173,7 +173,7 @@ class LocalStore:
         except sqlite3.Error as error:
             raise LocalStoreError(f"cannot open metrics store {self.path}: {error}") from error
         try:
-            db.execute("PRAGMA journal_mode=WAL")
+            _enable_wal(db)
             db.execute("PRAGMA synchronous=NORMAL")
         except sqlite3.Error as error:
             db.close()
@@ -407,6 +407,23 @@ class LocalStore:
             )
             .fetchall()
         )
+
+
+def _enable_wal(db: sqlite3.Connection) -> None:
+    """Switch to WAL, waiting out another process doing the same.
+
+    The switch needs the file to itself, and SQLite answers "database is
+    locked" at once instead of calling its busy handler, so wait here.
+    """
+    deadline = time.monotonic() + _BUSY_TIMEOUT_S
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 def _checked(name: str, value: Any) -> Number:
