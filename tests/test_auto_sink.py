@@ -94,7 +94,8 @@ def test_inside_an_execution_the_platform_sdk_is_the_sink(
         pass
     assert isinstance(recorder.sink, CraftAiSdk)
     assert recorder.execution_id == "exec-42"
-    assert not Path("craft_metrics").exists()
+    assert not Path("craft_metrics/metrics.db").exists()  # no local store: only the spool
+    assert Path("craft_metrics/spool.db").is_file()
 
 
 def test_inside_an_execution_without_the_sdk_a_loud_warning_and_local_metrics(

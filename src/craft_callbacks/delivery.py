@@ -9,6 +9,7 @@ nothing it raises reaches the training thread.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import random
 import threading
@@ -24,6 +25,7 @@ from craft_callbacks.values import Number
 
 logger = logging.getLogger("craft_callbacks")
 
+LIST_REQUEST_LIMIT = 10_000  # the SDK splits larger lists into several requests
 _BACKOFF_FIRST_S = 0.5
 _BACKOFF_MAX_S = 30.0
 
@@ -39,7 +41,7 @@ class Sink(Protocol):
 
 @dataclass
 class Outbox:
-    """Values collected but not yet accepted by the sink, per metric name, in order."""
+    """Values per metric name, in order: new ones collected, or ones a sink has not accepted."""
 
     lists: dict[str, tuple[list[int | None], list[Number]]] = field(default_factory=dict)
     scalars: dict[str, Number] = field(default_factory=dict)
@@ -52,10 +54,20 @@ class Outbox:
             pending[0].extend(steps)
             pending[1].extend(values)
 
-    def describe(self) -> str:
-        """What is pending, in words: ``120 list values and 2 scalars``."""
-        values = sum(len(values) for _, values in self.lists.values())
-        return f"{values:,} list values and {len(self.scalars)} scalars"
+    def take(self, other: Outbox) -> None:
+        """Move everything of ``other`` to the end of this outbox (``other`` is left empty)."""
+        for name, (steps, values) in other.lists.items():
+            self.add_list(name, steps, values)
+        self.scalars.update(other.scalars)
+        other.lists = {}
+        other.scalars = {}
+
+    def describe(self, *others: Outbox) -> str:
+        """What this outbox (and ``others``) hold, in words: ``120 list values and 2 scalars``."""
+        outboxes = (self, *others)
+        values = sum(len(values) for box in outboxes for _, values in list(box.lists.values()))
+        scalars = len({name for box in outboxes for name in list(box.scalars)})
+        return f"{values:,} list values and {scalars} scalars"
 
     def __bool__(self) -> bool:
         return bool(self.lists or self.scalars)
@@ -77,47 +89,88 @@ def is_permanent(error: BaseException) -> bool:
 
 
 class Destination:
-    """Where one run's metrics go: wraps a sink and knows the run's execution id."""
+    """Where one run's metrics go: a sink, the run's execution id, and what it has not accepted.
+
+    Each list's pending values go in requests of at most ``LIST_REQUEST_LIMIT``
+    values (the SDK sends one HTTP request per call up to that size), and a
+    request the sink accepted is never sent again. Subclasses hook into each
+    step (the platform spools and reconciles there).
+    """
 
     def __init__(self, sink: Any, execution_id: str, description: str) -> None:
         self.sink = sink
         self.execution_id = execution_id
         self.description = description
+        self.pending = Outbox()
         self.rejected: dict[str, str] = {}
         self.rejected_values = 0
 
-    def deliver(self, outbox: Outbox) -> None:
-        """Send the outbox; what was accepted leaves it. Raises on a transient failure."""
-        for name in list(outbox.lists):
-            _, values = outbox.lists[name]
-            self._send("list", name, outbox.lists, values, len(values))
-        for name in list(outbox.scalars):
-            self._send("scalar", name, outbox.scalars, outbox.scalars[name], 1)
+    def deliver(self, new: Outbox) -> None:
+        """Take the new values and send everything pending; raises on a transient failure."""
+        self.pending.take(new)
+        for name in list(self.pending.lists):
+            self._send_list(name)
+        for name in list(self.pending.scalars):
+            self._send_scalar(name)
 
-    def _send(self, kind: str, name: str, pending: dict[str, Any], payload: Any, count: int) -> None:
-        """Send one metric's pending values; a refused metric is not sent again in this run."""
-        label = f"{kind} {name}"
-        if label in self.rejected:
-            self.rejected_values += count
-            del pending[name]
+    def _send_list(self, name: str) -> None:
+        steps, values = self.pending.lists[name]
+        if f"list {name}" in self.rejected:
+            self.rejected_values += len(values)
+            del self.pending.lists[name]
             return
-        try:
-            if kind == "list":
-                self.sink.record_list_metric_values(name, payload)
+        self._before_list(name)
+        while values:
+            chunk = values[:LIST_REQUEST_LIMIT]
+            try:
+                self.sink.record_list_metric_values(name, chunk)
+            except Exception as error:
+                if not is_permanent(error):
+                    self._after_failure(name, error)
+                    raise
+                self._refuse("list", name, error, len(values))
+                break
+            del steps[: len(chunk)]
+            del values[: len(chunk)]
+            self._after_list_accepted(name, len(chunk))
+        del self.pending.lists[name]
+
+    def _send_scalar(self, name: str) -> None:
+        value = self.pending.scalars[name]
+        if f"scalar {name}" not in self.rejected:
+            try:
+                self.sink.record_metric_value(name, value)
+            except Exception as error:
+                if not is_permanent(error):
+                    raise
+                self._refuse("scalar", name, error, 1)
             else:
-                self.sink.record_metric_value(name, payload)
-        except Exception as error:
-            if not is_permanent(error):
-                raise
-            self.rejected[label] = str(error)
-            self.rejected_values += count
-            warnings.warn(
-                f"craft_callbacks: the sink refused {kind} metric {name!r} ({error}); its values in "
-                "this run are dropped, the other metrics keep flowing",
-                DeliveryWarning,
-                stacklevel=2,
-            )
-        del pending[name]
+                self._after_scalar_accepted(name, value)
+        else:
+            self.rejected_values += 1
+        del self.pending.scalars[name]
+
+    def _refuse(self, kind: str, name: str, error: BaseException, count: int) -> None:
+        self.rejected[f"{kind} {name}"] = str(error)
+        self.rejected_values += count
+        warnings.warn(
+            f"craft_callbacks: the sink refused {kind} metric {name!r} ({error}); its values in "
+            "this run are dropped, the other metrics keep flowing",
+            DeliveryWarning,
+            stacklevel=2,
+        )
+
+    def _before_list(self, name: str) -> None:
+        """Called before a list's pending values are sent."""
+
+    def _after_list_accepted(self, name: str, count: int) -> None:
+        """Called when the sink accepted the next ``count`` values of a list."""
+
+    def _after_scalar_accepted(self, name: str, value: Number) -> None:
+        """Called when the sink accepted a scalar."""
+
+    def _after_failure(self, name: str, error: BaseException) -> None:
+        """Called when sending a list failed in a way worth retrying."""
 
     def record_hyperparameters(self, params: Mapping[str, Any]) -> None:
         """Keep hyperparameters where the sink has a place for them."""
@@ -128,20 +181,27 @@ class Destination:
     def set_status(self, status: str) -> None:
         """Keep the run's final status where the sink has a place for it."""
 
+    def release(self) -> None:
+        """The run is closed: let go of what the destination holds for it."""
+
+    def how_to_deliver_later(self) -> str:
+        """A sentence saying how undelivered values can still be delivered, or ''."""
+        return ""
+
 
 class StoreDestination(Destination):
     """A run in the local store: every flush is one SQLite transaction, steps included."""
 
     sink: LocalStore
 
-    def deliver(self, outbox: Outbox) -> None:
+    def deliver(self, new: Outbox) -> None:
+        self.pending.take(new)
         self.sink.write(
             self.execution_id,
-            lists=[(name, steps, values) for name, (steps, values) in outbox.lists.items()],
-            scalars=outbox.scalars,
+            lists=[(name, steps, values) for name, (steps, values) in self.pending.lists.items()],
+            scalars=self.pending.scalars,
         )
-        outbox.lists.clear()
-        outbox.scalars.clear()
+        self.pending = Outbox()
 
     def record_hyperparameters(self, params: Mapping[str, Any]) -> None:
         self.sink.set_hyperparameters(self.execution_id, params)
@@ -177,7 +237,12 @@ class DeliveryWorker:
         self._failures = 0
         self._last_error: str | None = None
         self._warned = False
-        self._thread = threading.Thread(target=self._run, name="craft-callbacks-delivery", daemon=True)
+        # Run in a copy of the creator's context: the platform's injected execution context
+        # (craft_ai_sdk's execution id) lives in a ContextVar, which new threads do not inherit.
+        context = contextvars.copy_context()
+        self._thread = threading.Thread(
+            target=context.run, args=(self._run,), name="craft-callbacks-delivery", daemon=True
+        )
 
     def start(self) -> None:
         self._thread.start()
@@ -206,7 +271,7 @@ class DeliveryWorker:
             self._deadline = time.monotonic() + timeout
         self._wake.set()
         self._thread.join(timeout + 1.0)
-        return not self._thread.is_alive() and not self.outbox
+        return not self._thread.is_alive() and not self.outbox and not self.destination.pending
 
     def _run(self) -> None:
         delay = self._interval
@@ -234,7 +299,7 @@ class DeliveryWorker:
     def _round(self, final: bool) -> bool:
         try:
             self._collect(self.outbox, final)
-            if self.outbox:
+            if self.outbox or self.destination.pending:
                 self.destination.deliver(self.outbox)
         except Exception as error:
             self._failures += 1

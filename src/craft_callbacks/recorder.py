@@ -34,7 +34,9 @@ from craft_callbacks.exceptions import (
 from craft_callbacks.logs import visible_logger
 from craft_callbacks.names import MAX_NAME_LENGTH, NameRegistry
 from craft_callbacks.sinks.auto import platform_execution_id, resolve_auto_sink
+from craft_callbacks.sinks.craft_ai import DEFAULT_REQUEST_TIMEOUT_S, PlatformDestination, is_craft_ai_sdk
 from craft_callbacks.sinks.local_store import LocalStore, new_execution_id
+from craft_callbacks.spool import Spool, default_spool_path
 from craft_callbacks.thinning import DEFAULT_MAX_LIST_VALUES, ListThinner
 from craft_callbacks.values import NON_FINITE, Number, Rejected, describe_type, to_number
 
@@ -102,13 +104,20 @@ class MetricRecorder:
         expected_events: int | None = None,
         flush_interval: float = DEFAULT_FLUSH_INTERVAL_S,
         close_timeout: float = DEFAULT_CLOSE_TIMEOUT_S,
+        request_timeout: float = DEFAULT_REQUEST_TIMEOUT_S,
     ) -> None:
         if max_list_values < 1:
             raise ValueError(f"max_list_values must be at least 1, not {max_list_values}")
         self._log = visible_logger()
         resolved = _resolve_sink(sink, store_path)
         self._destination = _destination_for(
-            resolved, pipeline_name, deployment_name, execution_id, hyperparameters
+            resolved,
+            store_path,
+            request_timeout,
+            pipeline_name,
+            deployment_name,
+            execution_id,
+            hyperparameters,
         )
         self.max_list_values = int(max_list_values)
         self.close_timeout = float(close_timeout)
@@ -240,14 +249,15 @@ class MetricRecorder:
         try:
             complete = self._worker.stop(self.close_timeout)
             if not complete:
-                self._undelivered = self._worker.outbox.describe()
+                self._undelivered = self._worker.destination.pending.describe(self._worker.outbox)
                 warnings.warn(
                     f"craft_callbacks: run {self.execution_id}: {self._undelivered} could not be "
                     f"delivered to {self._destination.description} within {self.close_timeout:g} s "
-                    f"(last error: {self._worker.last_error})",
+                    f"(last error: {self._worker.last_error}).{self._destination.how_to_deliver_later()}",
                     DeliveryWarning,
                     stacklevel=2,
                 )
+            self._destination.release()
             self._destination.set_status(status)
             self._log.info("%s", self.summary())
         except Exception as error:
@@ -532,6 +542,8 @@ def _resolve_sink(sink: Any, store_path: str | os.PathLike[str] | None) -> Any:
 
 def _destination_for(
     sink: Any,
+    store_path: str | os.PathLike[str] | None,
+    request_timeout: float,
     pipeline_name: str | None,
     deployment_name: str | None,
     execution_id: str | None,
@@ -540,9 +552,27 @@ def _destination_for(
     if isinstance(sink, LocalStore):
         run = sink.start_execution(pipeline_name, deployment_name, hyperparameters, execution_id)
         return StoreDestination(sink, run, f"local store {sink.path}")
-    if type(sink).__module__.startswith("craft_ai_sdk"):
-        run = execution_id or platform_execution_id() or new_execution_id()
-        destination = Destination(sink, run, f"the Craft AI platform (execution {run})")
+    if is_craft_ai_sdk(sink):
+        platform_run = execution_id or platform_execution_id()
+        if not platform_run:
+            warnings.warn(
+                "craft_callbacks: a CraftAiSdk was given but this process is not inside a Craft AI "
+                "execution, where the platform records nothing; the metrics go to the local store "
+                "instead (sink='auto' chooses for you)",
+                DeliveryWarning,
+                stacklevel=4,
+            )
+            return _destination_for(
+                LocalStore(store_path),
+                store_path,
+                request_timeout,
+                pipeline_name,
+                deployment_name,
+                execution_id,
+                hyperparameters,
+            )
+        spool = Spool(default_spool_path(store_path))
+        destination: Destination = PlatformDestination(sink, platform_run, spool, request_timeout)
     else:
         run = execution_id or new_execution_id()
         destination = Destination(sink, run, type(sink).__name__)

@@ -173,7 +173,7 @@ class LocalStore:
         except sqlite3.Error as error:
             raise LocalStoreError(f"cannot open metrics store {self.path}: {error}") from error
         try:
-            _enable_wal(db)
+            enable_wal(db)
             db.execute("PRAGMA synchronous=NORMAL")
         except sqlite3.Error as error:
             db.close()
@@ -409,7 +409,7 @@ class LocalStore:
         )
 
 
-def _enable_wal(db: sqlite3.Connection) -> None:
+def enable_wal(db: sqlite3.Connection) -> None:
     """Switch to WAL, waiting out another process doing the same.
 
     The switch needs the file to itself, and SQLite answers "database is

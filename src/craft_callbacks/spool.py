@@ -1,0 +1,249 @@
+"""The durable spool: values recorded for the platform but not yet accepted by it.
+
+One SQLite file beside the local store (``craft_metrics/spool.db`` by
+default). The delivery worker writes each round's new values here *before*
+sending them, and records each list's progress once the platform accepts a
+request, so a crash or an outage loses nothing spooled; ``craft-callbacks
+sync`` delivers what is left later.
+
+Exactly once: for each list of each execution the spool keeps ``base`` (how
+many values the platform held before this run's first one) and ``accepted``
+(how many of this run's values it accepted). A crash between the platform's
+acceptance and the spool's update is healed by comparing with the count the
+platform reports: ``platform count - base`` values were accepted, whatever
+the spool last wrote. Only names, numbers and execution ids are stored: never
+a token or a URL.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from craft_callbacks.exceptions import LocalStoreError
+from craft_callbacks.sinks.local_store import default_store_path, enable_wal
+from craft_callbacks.values import Number
+
+SPOOL_FILE: Final = "spool.db"
+_BUSY_TIMEOUT_S: Final = 60.0
+
+_SCHEMA: Final = (
+    """CREATE TABLE IF NOT EXISTS spool_lists (
+        execution_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        base INTEGER,
+        accepted INTEGER NOT NULL DEFAULT 0,
+        spooled INTEGER NOT NULL DEFAULT 0,
+        refused TEXT,
+        owner_pid INTEGER,
+        PRIMARY KEY (execution_id, name)
+    ) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS spool_values (
+        execution_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        value NOT NULL,
+        PRIMARY KEY (execution_id, name, seq)
+    ) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS spool_scalars (
+        execution_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        value NOT NULL,
+        owner_pid INTEGER,
+        PRIMARY KEY (execution_id, name)
+    ) WITHOUT ROWID""",
+)
+
+
+def default_spool_path(store_path: str | os.PathLike[str] | None = None) -> Path:
+    """The spool beside the local store: ``<store folder>/spool.db``."""
+    store = Path(store_path) if store_path is not None else default_store_path()
+    return store.parent / SPOOL_FILE
+
+
+@dataclass
+class SpooledList:
+    """What the spool holds for one list of one execution."""
+
+    execution_id: str
+    name: str
+    base: int | None
+    accepted: int
+    values: list[Number]
+    owner_pid: int | None
+
+
+class Spool:
+    """Access to one spool file; safe to use from several threads and processes."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._db: sqlite3.Connection | None = None
+        self._pid = os.getpid()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self._write() as db:
+                for statement in _SCHEMA:
+                    db.execute(statement)
+        except (OSError, sqlite3.Error) as error:
+            raise LocalStoreError(f"cannot use {self.path} as the metrics spool: {error}") from error
+
+    def __repr__(self) -> str:
+        return f"Spool({str(self.path)!r})"
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._db is None or self._pid != os.getpid():
+            db = sqlite3.connect(
+                self.path, timeout=_BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+            )
+            enable_wal(db)
+            db.execute("PRAGMA synchronous=NORMAL")
+            self._db, self._pid = db, os.getpid()
+        return self._db
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            db = self._connection()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+
+    def close(self) -> None:
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+    # -- the recording process ---------------------------------------------------
+
+    def add(
+        self,
+        execution_id: str,
+        lists: dict[str, tuple[int, list[Number]]],
+        scalars: dict[str, Number],
+    ) -> None:
+        """Spool new values: ``lists`` maps a name to (seq of its first new value, values)."""
+        pid = os.getpid()
+        with self._write() as db:
+            for name, (first, values) in lists.items():
+                db.execute(
+                    "INSERT INTO spool_lists (execution_id, name, spooled, owner_pid) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT DO UPDATE SET spooled = excluded.spooled, owner_pid = excluded.owner_pid",
+                    (execution_id, name, first + len(values), pid),
+                )
+                db.executemany(
+                    "INSERT OR REPLACE INTO spool_values (execution_id, name, seq, value) "
+                    "VALUES (?, ?, ?, ?)",
+                    [(execution_id, name, first + index, value) for index, value in enumerate(values)],
+                )
+            db.executemany(
+                "INSERT INTO spool_scalars (execution_id, name, value, owner_pid) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT DO UPDATE SET value = excluded.value, owner_pid = excluded.owner_pid",
+                [(execution_id, name, value, pid) for name, value in scalars.items()],
+            )
+
+    def set_base(self, execution_id: str, name: str, base: int) -> None:
+        """Record how many values the platform held in this list before this run's first one."""
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO spool_lists (execution_id, name, base) VALUES (?, ?, ?) "
+                "ON CONFLICT DO UPDATE SET base = excluded.base",
+                (execution_id, name, base),
+            )
+
+    def mark_accepted(self, execution_id: str, name: str, accepted: int) -> None:
+        """The platform holds this run's first ``accepted`` values of the list: forget them."""
+        with self._write() as db:
+            db.execute(
+                "UPDATE spool_lists SET accepted = ? WHERE execution_id = ? AND name = ?",
+                (accepted, execution_id, name),
+            )
+            db.execute(
+                "DELETE FROM spool_values WHERE execution_id = ? AND name = ? AND seq < ?",
+                (execution_id, name, accepted),
+            )
+
+    def mark_refused(self, execution_id: str, name: str, message: str) -> None:
+        """The platform refused the list for good: keep the reason, drop its values."""
+        with self._write() as db:
+            db.execute(
+                "UPDATE spool_lists SET refused = ? WHERE execution_id = ? AND name = ?",
+                (message, execution_id, name),
+            )
+            db.execute("DELETE FROM spool_values WHERE execution_id = ? AND name = ?", (execution_id, name))
+
+    def scalar_done(self, execution_id: str, name: str, value: Number) -> None:
+        """The platform accepted this scalar value (a newer one, if spooled since, stays)."""
+        with self._write() as db:
+            db.execute(
+                "DELETE FROM spool_scalars WHERE execution_id = ? AND name = ? AND value = ?",
+                (execution_id, name, value),
+            )
+
+    def release(self, execution_id: str) -> None:
+        """The run is over: its leftovers (if any) now belong to ``craft-callbacks sync``."""
+        with self._write() as db:
+            db.execute("UPDATE spool_lists SET owner_pid = NULL WHERE execution_id = ?", (execution_id,))
+            db.execute("UPDATE spool_scalars SET owner_pid = NULL WHERE execution_id = ?", (execution_id,))
+            db.execute(
+                "DELETE FROM spool_lists WHERE execution_id = ? AND refused IS NULL AND accepted >= spooled",
+                (execution_id,),
+            )
+
+    # -- craft-callbacks sync ----------------------------------------------------
+
+    def pending_lists(self) -> list[SpooledList]:
+        """Every list that still has values to deliver, with them, in order."""
+        db = self._connection()
+        heads = db.execute(
+            "SELECT execution_id, name, base, accepted, owner_pid FROM spool_lists "
+            "WHERE refused IS NULL AND accepted < spooled ORDER BY execution_id, name"
+        ).fetchall()
+        return [
+            SpooledList(
+                execution_id,
+                name,
+                base,
+                accepted,
+                [
+                    row[0]
+                    for row in db.execute(
+                        "SELECT value FROM spool_values WHERE execution_id = ? AND name = ? AND seq >= ? "
+                        "ORDER BY seq",
+                        (execution_id, name, accepted),
+                    )
+                ],
+                owner_pid,
+            )
+            for execution_id, name, base, accepted, owner_pid in heads
+        ]
+
+    def pending_scalars(self) -> list[tuple[str, str, Number, int | None]]:
+        """Every scalar still to deliver: (execution_id, name, value, owner pid)."""
+        return (
+            self._connection()
+            .execute(
+                "SELECT execution_id, name, value, owner_pid FROM spool_scalars ORDER BY execution_id, name"
+            )
+            .fetchall()
+        )
+
+    def refused(self) -> list[tuple[str, str, str]]:
+        """Lists the platform refused for good: (execution_id, name, its message)."""
+        return (
+            self._connection()
+            .execute("SELECT execution_id, name, refused FROM spool_lists WHERE refused IS NOT NULL")
+            .fetchall()
+        )
