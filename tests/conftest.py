@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from craft_callbacks import LocalStore
+from platform_emulator import PlatformEmulator
 
 PLATFORM_ENV = (
     "CRAFT_AI_EXECUTION_ID",
@@ -33,3 +34,21 @@ def store(tmp_path: Path) -> Iterator[LocalStore]:
     opened = LocalStore(tmp_path / "store" / "metrics.db")
     yield opened
     opened.close()
+
+
+PLATFORM_EXECUTION_ID = "exec-test-1"
+
+
+@pytest.fixture
+def platform(isolated: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[PlatformEmulator]:
+    """A running PlatformEmulator, with the environment of a step running inside execution
+    ``exec-test-1`` on it: ``CraftAiSdk()`` built in the test talks to the emulator.
+
+    Depends on ``isolated`` so that it sets the variables after they were cleared.
+    """
+    with PlatformEmulator() as emulator:
+        monkeypatch.setenv("CRAFT_AI_SDK_TOKEN", emulator.token)
+        monkeypatch.setenv("CRAFT_AI_ENVIRONMENT_URL", emulator.url)
+        monkeypatch.setenv("CRAFT_AI_CONTROL_URL", emulator.url)
+        monkeypatch.setenv("CRAFT_AI_EXECUTION_ID", PLATFORM_EXECUTION_ID)
+        yield emulator

@@ -31,6 +31,7 @@ from craft_callbacks.sinks.local_store import default_store_path, enable_wal
 from craft_callbacks.values import Number
 
 SPOOL_FILE: Final = "spool.db"
+UNVERIFIABLE: Final = -1  # a list's base when the platform would not tell its count
 _BUSY_TIMEOUT_S: Final = 60.0
 
 _SCHEMA: Final = (

@@ -22,7 +22,7 @@ from typing import Any, Final
 
 from craft_callbacks.delivery import Destination, Outbox
 from craft_callbacks.exceptions import DeliveryWarning
-from craft_callbacks.spool import Spool
+from craft_callbacks.spool import UNVERIFIABLE, Spool
 from craft_callbacks.values import Number
 
 DEFAULT_REQUEST_TIMEOUT_S: Final = 30.0
@@ -105,9 +105,8 @@ class PlatformDestination(Destination):
 
     def _before_list(self, name: str) -> None:
         if name not in self._base:
-            self._base[name] = self._count_or_none(name)
-            if self._base[name] is not None:
-                self.spool.set_base(self.execution_id, name, self._base[name] or 0)
+            base = self._base[name] = self._count_or_none(name)
+            self.spool.set_base(self.execution_id, name, UNVERIFIABLE if base is None else base)
         if name in self._uncertain:
             self._reconcile(name)
 
