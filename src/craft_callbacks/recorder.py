@@ -19,6 +19,7 @@ import threading
 import warnings
 import weakref
 from collections.abc import Callable, Hashable, Mapping
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final
 
@@ -112,12 +113,9 @@ class MetricRecorder:
         resolved = _resolve_sink(sink, store_path)
         self._destination = _destination_for(
             resolved,
-            store_path,
-            request_timeout,
-            pipeline_name,
-            deployment_name,
-            execution_id,
-            hyperparameters,
+            _RunSettings(
+                store_path, request_timeout, pipeline_name, deployment_name, execution_id, hyperparameters
+            ),
         )
         self.max_list_values = int(max_list_values)
         self.close_timeout = float(close_timeout)
@@ -540,20 +538,26 @@ def _resolve_sink(sink: Any, store_path: str | os.PathLike[str] | None) -> Any:
     )
 
 
-def _destination_for(
-    sink: Any,
-    store_path: str | os.PathLike[str] | None,
-    request_timeout: float,
-    pipeline_name: str | None,
-    deployment_name: str | None,
-    execution_id: str | None,
-    hyperparameters: Mapping[str, Any] | None,
-) -> Destination:
+@dataclass(frozen=True)
+class _RunSettings:
+    """What the recorder was told about the run, for choosing and opening its destination."""
+
+    store_path: str | os.PathLike[str] | None
+    request_timeout: float
+    pipeline_name: str | None
+    deployment_name: str | None
+    execution_id: str | None
+    hyperparameters: Mapping[str, Any] | None
+
+
+def _destination_for(sink: Any, run: _RunSettings) -> Destination:
     if isinstance(sink, LocalStore):
-        run = sink.start_execution(pipeline_name, deployment_name, hyperparameters, execution_id)
-        return StoreDestination(sink, run, f"local store {sink.path}")
+        local_run = sink.start_execution(
+            run.pipeline_name, run.deployment_name, run.hyperparameters, run.execution_id
+        )
+        return StoreDestination(sink, local_run, f"local store {sink.path}")
     if is_craft_ai_sdk(sink):
-        platform_run = execution_id or platform_execution_id()
+        platform_run = run.execution_id or platform_execution_id()
         if not platform_run:
             warnings.warn(
                 "craft_callbacks: a CraftAiSdk was given but this process is not inside a Craft AI "
@@ -562,22 +566,13 @@ def _destination_for(
                 DeliveryWarning,
                 stacklevel=4,
             )
-            return _destination_for(
-                LocalStore(store_path),
-                store_path,
-                request_timeout,
-                pipeline_name,
-                deployment_name,
-                execution_id,
-                hyperparameters,
-            )
-        spool = Spool(default_spool_path(store_path))
-        destination: Destination = PlatformDestination(sink, platform_run, spool, request_timeout)
+            return _destination_for(LocalStore(run.store_path), run)
+        spool = Spool(default_spool_path(run.store_path))
+        destination: Destination = PlatformDestination(sink, platform_run, spool, run.request_timeout)
     else:
-        run = execution_id or new_execution_id()
-        destination = Destination(sink, run, type(sink).__name__)
-    if hyperparameters:
-        destination.record_hyperparameters(dict(hyperparameters))
+        destination = Destination(sink, run.execution_id or new_execution_id(), type(sink).__name__)
+    if run.hyperparameters:
+        destination.record_hyperparameters(dict(run.hyperparameters))
     return destination
 
 
