@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 import warnings
 
 import pytest
@@ -203,6 +204,19 @@ def test_invalid_sink_is_refused_at_creation() -> None:
         MetricRecorder("platform")
     with pytest.raises(ValueError, match="max_list_values"):
         MetricRecorder(MemorySink(), max_list_values=0)
+
+
+def test_a_large_buffer_is_delivered_before_the_interval() -> None:
+    sink = MemorySink()
+    recorder = MetricRecorder(sink, flush_interval=3600, flush_events=100)
+    for step in range(250):
+        recorder.log_step({"loss": float(step)}, step=step)
+    deadline = time.monotonic() + 10
+    while len(sink.lists.get("loss", [])) < 200 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert sink.lists["loss"][:200] == [float(step) for step in range(200)]
+    recorder.close()
+    assert sink.lists["loss"] == [float(step) for step in range(250)]
 
 
 def test_flush_waits_for_delivery() -> None:

@@ -43,7 +43,7 @@ from craft_callbacks.values import NON_FINITE, Number, Rejected, describe_type, 
 
 DEFAULT_FLUSH_INTERVAL_S: Final = 2.0
 DEFAULT_CLOSE_TIMEOUT_S: Final = 30.0
-WAKE_EVERY_EVENTS: Final = 4096
+DEFAULT_FLUSH_EVENTS: Final = 4096
 
 _live: weakref.WeakSet[MetricRecorder] = weakref.WeakSet()
 _hooks_installed = False
@@ -90,6 +90,15 @@ class MetricRecorder:
     ``record_metric_value`` / ``record_list_metric_values`` (a ``CraftAiSdk``,
     a :class:`MemorySink`). Errors in the set-up (a bad store path, a sink
     without those methods) raise here; nothing raises once recording starts.
+
+    Options: ``store_path`` (the local store's file), ``pipeline_name`` and
+    ``deployment_name`` (kept with a local run), ``execution_id``,
+    ``hyperparameters``, ``max_list_values`` (the per-list cap, 50,000),
+    ``expected_events`` (how many ``log_step`` calls the run will make, so long
+    lists thin evenly), ``flush_interval`` (seconds between deliveries, 2),
+    ``flush_events`` (deliver sooner once this many ``log_step`` calls are
+    buffered, 4,096), ``close_timeout`` (how long ``close`` waits, 30 s) and
+    ``request_timeout`` (each request to the platform, 30 s).
     """
 
     def __init__(
@@ -104,11 +113,14 @@ class MetricRecorder:
         max_list_values: int = DEFAULT_MAX_LIST_VALUES,
         expected_events: int | None = None,
         flush_interval: float = DEFAULT_FLUSH_INTERVAL_S,
+        flush_events: int = DEFAULT_FLUSH_EVENTS,
         close_timeout: float = DEFAULT_CLOSE_TIMEOUT_S,
         request_timeout: float = DEFAULT_REQUEST_TIMEOUT_S,
     ) -> None:
         if max_list_values < 1:
             raise ValueError(f"max_list_values must be at least 1, not {max_list_values}")
+        if flush_events < 1:
+            raise ValueError(f"flush_events must be at least 1, not {flush_events}")
         self._log = visible_logger()
         resolved = _resolve_sink(sink, store_path)
         self._destination = _destination_for(
@@ -129,7 +141,8 @@ class MetricRecorder:
         self._pending_scalars: dict[str, Number] = {}
         self._pending_hyperparameters: dict[str, Any] = {}
         self._events = 0
-        self._wake_at = WAKE_EVERY_EVENTS
+        self._flush_events = int(flush_events)
+        self._wake_at = self._flush_events
         self._closed = False
         self._inert = False
         self._warned: set[tuple[str, str]] = set()
@@ -194,7 +207,7 @@ class MetricRecorder:
                     append_value(number)
                     append_step(step)
             if events >= self._wake_at:
-                self._wake_at = events + WAKE_EVERY_EVENTS
+                self._wake_at = events + self._flush_events
                 self._worker.request_flush()
         except Exception as error:  # never into the training loop
             self._internal_error("log_step", error)
