@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -9,6 +10,9 @@ import pytest
 
 from craft_callbacks import LocalStore
 from platform_emulator import PlatformEmulator
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no test may download a model
+os.environ.setdefault("KERAS_BACKEND", "torch")
 
 PLATFORM_ENV = (
     "CRAFT_AI_EXECUTION_ID",

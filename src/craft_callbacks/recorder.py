@@ -122,7 +122,7 @@ class MetricRecorder:
         if flush_events < 1:
             raise ValueError(f"flush_events must be at least 1, not {flush_events}")
         self._log = visible_logger()
-        resolved = _resolve_sink(sink, store_path)
+        resolved = resolve_sink(sink, store_path)
         self._destination = _destination_for(
             resolved,
             _RunSettings(
@@ -536,7 +536,8 @@ def _outside_package() -> int:
     return level
 
 
-def _resolve_sink(sink: Any, store_path: str | os.PathLike[str] | None) -> Any:
+def resolve_sink(sink: Any, store_path: str | os.PathLike[str] | None) -> Any:
+    """The concrete sink for ``sink`` ("auto", a LocalStore or an SDK-like object); raises on bad set-up."""
     if isinstance(sink, str):
         if sink != "auto":
             raise ValueError(

@@ -1,0 +1,155 @@
+"""HuggingFace ``transformers.Trainer`` adapter: ``Trainer(..., callbacks=[CraftAiCallback()])``.
+
+A thin translation of the Trainer's events into recorder calls:
+
+* each ``on_log`` during training -> ``log_step`` at ``state.global_step``
+  (loss, grad_norm, learning_rate, epoch, and eval_* of periodic evaluation);
+* the train summary the Trainer logs at the end (train_runtime, train_loss,
+  train_samples_per_second, total_flos...) -> scalars;
+* ``on_train_end`` -> the run closes (last list values become scalars);
+* ``evaluate()`` / ``predict()`` metrics outside training -> scalars of the
+  last run, delivered before the call returns;
+* ``TrainingArguments`` and model config numbers -> hyperparameters.
+
+Only the world process zero records. ``CRAFT_CALLBACKS_DISABLED=1`` turns the
+callback off, like HF's own ``DISABLE_MLFLOW_INTEGRATION``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any, Final
+
+from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+
+from craft_callbacks.hyperparameters import flatten
+from craft_callbacks.recorder import MetricRecorder
+from craft_callbacks.runs import Runs, disabled_by_environment
+
+TRAIN_SUMMARY_KEYS: Final = frozenset(
+    {"train_runtime", "train_samples_per_second", "train_steps_per_second", "total_flos", "train_loss"}
+)
+
+__all__ = ["CraftAiCallback"]
+
+
+def _strategy(value: Any) -> str:
+    return str(getattr(value, "value", value))
+
+
+def expected_log_events(args: TrainingArguments, state: TrainerState) -> int | None:
+    """How many ``on_log`` calls a training will make (logging plus periodic evaluations)."""
+    steps = state.max_steps
+    if not steps:
+        return None
+    epochs = math.ceil(args.num_train_epochs) if args.max_steps <= 0 else None
+    events = 0
+    for strategy, every in (
+        (_strategy(args.logging_strategy), state.logging_steps),
+        (_strategy(args.eval_strategy), state.eval_steps),
+    ):
+        if strategy == "steps" and every:
+            events += steps // int(every) if every >= 1 else steps
+        elif strategy == "epoch":
+            events += epochs or 1
+    if getattr(args, "logging_first_step", False):
+        events += 1
+    return events or None
+
+
+def hyperparameters(args: TrainingArguments, model: Any) -> dict[str, Any]:
+    """The simple fields of the training arguments and of the model's config."""
+    params = flatten(args.to_dict(), "args")  # type: ignore[no-untyped-call]
+    config: Any = getattr(model, "config", None)
+    if hasattr(config, "to_dict"):
+        params.update(flatten(config.to_dict(), "model"))
+    return params
+
+
+class CraftAiCallback(TrainerCallback):
+    """Record a ``transformers.Trainer`` run on the Craft AI platform (or the local store).
+
+    ``recorder``: a :class:`~craft_callbacks.MetricRecorder` to use for every
+    run (closing it is then yours); otherwise each ``train()`` records a new
+    run to ``sink`` (``"auto"``: the platform inside an execution, the local
+    store elsewhere). ``prefix`` is put before every metric name
+    (``prefix="hf/"`` records ``hf/loss``, then the name policy applies).
+    Other keyword arguments go to ``MetricRecorder`` (``store_path``,
+    ``max_list_values``, ``flush_interval``...).
+    """
+
+    def __init__(
+        self,
+        recorder: MetricRecorder | None = None,
+        *,
+        sink: Any = "auto",
+        prefix: str = "",
+        log_hyperparameters: bool = True,
+        **recorder_options: Any,
+    ) -> None:
+        self.enabled = not disabled_by_environment()
+        self.prefix = prefix
+        self.log_hyperparameters = log_hyperparameters
+        self.runs = Runs(recorder, sink, **recorder_options) if self.enabled else None
+        self._training = False
+
+    @property
+    def recorder(self) -> MetricRecorder | None:
+        """The recorder of the current (or last) run."""
+        return self.runs.current if self.runs else None
+
+    def _chief(self, args: TrainingArguments, state: TrainerState) -> bool:
+        return self.runs is not None and state.is_world_process_zero and args.process_index == 0
+
+    def _named(self, logs: Mapping[str, Any]) -> Mapping[str, Any]:
+        if not self.prefix:
+            return logs
+        return {f"{self.prefix}{key}": value for key, value in logs.items()}
+
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        if not self._chief(args, state):
+            return
+        assert self.runs is not None
+        self._training = True
+        params = hyperparameters(args, kwargs.get("model")) if self.log_hyperparameters else None
+        self.runs.start(expected_log_events(args, state), params, pipeline_name=args.run_name or None)
+
+    def on_log(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        logs: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if not logs or not self._chief(args, state):
+            return
+        assert self.runs is not None
+        if self._training and TRAIN_SUMMARY_KEYS.isdisjoint(logs):
+            self.runs.log_step(self._named(logs), state.global_step)
+        else:
+            self.runs.log_final(self._named(logs))
+
+    def on_predict(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        metrics: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if metrics and self._chief(args, state):
+            assert self.runs is not None
+            self.runs.log_final(self._named(metrics))
+
+    def on_train_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        if not self._chief(args, state):
+            return
+        assert self.runs is not None
+        self._training = False
+        self.runs.end("success")
