@@ -571,7 +571,7 @@ def _destination_for(sink: Any, run: _RunSettings) -> Destination:
         )
         return StoreDestination(sink, local_run, f"local store {sink.path}")
     if is_craft_ai_sdk(sink):
-        platform_run = run.execution_id or platform_execution_id()
+        platform_run = platform_execution_id()  # the SDK writes only to its own execution
         if not platform_run:
             warnings.warn(
                 "craft_callbacks: a CraftAiSdk was given but this process is not inside a Craft AI "

@@ -26,6 +26,9 @@ from typing import Any
 
 from craft_callbacks.exceptions import CraftCallbacksWarning
 from craft_callbacks.recorder import MetricRecorder, resolve_sink
+from craft_callbacks.sinks.auto import platform_execution_id
+from craft_callbacks.sinks.craft_ai import is_craft_ai_sdk
+from craft_callbacks.sinks.local_store import new_execution_id
 
 
 class Runs:
@@ -36,7 +39,14 @@ class Runs:
         self._options = options
         self._sink = None if recorder is not None else resolve_sink(sink, options.get("store_path"))
         self.current: MetricRecorder | None = recorder
+        self.next_execution_id = self._new_id()
         self._warned = False
+
+    def _new_id(self) -> str:
+        """The id the next run will have: the platform's execution, or a new local run id."""
+        if is_craft_ai_sdk(self._sink):
+            return platform_execution_id() or new_execution_id()
+        return new_execution_id()
 
     @property
     def recording(self) -> bool:
@@ -55,7 +65,9 @@ class Runs:
                 self.end("interrupted")
                 options = dict(self._options)
                 options.setdefault("pipeline_name", pipeline_name)
+                options.setdefault("execution_id", self.next_execution_id)
                 self.current = MetricRecorder(self._sink, **options)
+                self.next_execution_id = self._new_id()
             recorder = self.current
             assert recorder is not None
             recorder.expect_events(expected_events)

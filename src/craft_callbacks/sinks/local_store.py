@@ -128,6 +128,17 @@ class LocalStore:
     def __repr__(self) -> str:
         return f"LocalStore({str(self.path)!r})"
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled as its path and current run (``ddp_spawn`` sends loggers to each process)."""
+        return {"path": self.path, "current": self._current}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.path = state["path"]
+        self._current = state["current"]
+        self._local = threading.local()
+        self._connections = []
+        self._lock = threading.Lock()
+
     # -- connection handling -------------------------------------------------
 
     def _open_and_check(self) -> None:

@@ -1,0 +1,191 @@
+"""Lightning adapter: ``L.Trainer(..., logger=CraftAiLogger())``, alone or among other loggers.
+
+A thin translation of the Logger interface into recorder calls:
+
+* ``log_metrics(metrics, step)`` during ``fit`` -> ``log_step`` at that step,
+  names as the user logged them (then the name policy);
+* metrics of ``validate()`` / ``test()`` outside ``fit`` -> scalars of the
+  last run, delivered before the call returns;
+* ``log_hyperparams`` (``save_hyperparameters``, dicts, Namespaces, nested)
+  -> hyperparameters;
+* ``finalize(status)`` after ``fit`` -> the run closes (last values become
+  scalars) and keeps its status (success, failed, interrupted);
+* ``save()`` costs nothing: delivery is the recorder's background worker.
+
+Lightning hands a logger no trainer. At the start of each stage it calls
+``log_graph(model)``; the model's public ``trainer`` tells the stage and the
+expected number of logging events. With ``enable_autolog_hparams=False``
+(no ``log_graph``), the first stage seen is taken as ``fit`` and what comes
+after its ``finalize`` as end-of-run values. Only the global rank 0 records.
+"""
+
+from __future__ import annotations
+
+import sys
+from argparse import Namespace
+from typing import Any
+
+from lightning.fabric.loggers.logger import rank_zero_experiment
+from lightning.pytorch.loggers.logger import Logger
+from lightning.pytorch.utilities import rank_zero_only
+
+from craft_callbacks.hyperparameters import flatten
+from craft_callbacks.recorder import MetricRecorder
+from craft_callbacks.runs import Runs, disabled_by_environment
+
+__all__ = ["CraftAiLogger"]
+
+_FIT = "fit"
+_LIGHTNING_JOIN = "-"  # Lightning's loggers join a prefix to names with "-"
+
+
+def _expected_events(trainer: Any) -> int | None:
+    """Training logs every ``log_every_n_steps`` optimizer steps, plus epoch-end logs."""
+    try:
+        steps = int(trainer.estimated_stepping_batches)
+        every = max(int(trainer.log_every_n_steps), 1)
+    except Exception:  # an infinite or unknown number of steps
+        return None
+    epochs = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else 1
+    return steps // every + 2 * epochs
+
+
+class CraftAiLogger(Logger):
+    """Record a Lightning run on the Craft AI platform (or the local store).
+
+    ``recorder``: a :class:`~craft_callbacks.MetricRecorder` to use for every
+    ``fit`` (closing it is then yours); otherwise each ``fit`` records a new
+    run to ``sink`` (``"auto"``: the platform inside an execution, the local
+    store elsewhere). ``name`` names local runs (their pipeline); ``prefix``
+    is put before every metric name as Lightning's loggers do
+    (``prefix="exp"`` records ``exp-train_loss``). The other arguments are the
+    recorder's options. Every argument can be given from ``LightningCLI``.
+    """
+
+    def __init__(
+        self,
+        recorder: MetricRecorder | None = None,
+        *,
+        sink: Any = "auto",
+        name: str | None = None,
+        prefix: str = "",
+        store_path: str | None = None,
+        max_list_values: int = 50_000,
+        flush_interval: float = 2.0,
+        flush_events: int = 4096,
+        close_timeout: float = 30.0,
+        request_timeout: float = 30.0,
+    ) -> None:
+        super().__init__()
+        self._name = name
+        self._prefix = prefix
+        self._options: dict[str, Any] = {
+            "store_path": store_path,
+            "max_list_values": max_list_values,
+            "flush_interval": flush_interval,
+            "flush_events": flush_events,
+            "close_timeout": close_timeout,
+            "request_timeout": request_timeout,
+        }
+        self._recorder = recorder
+        self._sink = sink
+        self._stage: str | None = None
+        self._pending_hyperparameters: dict[str, Any] = {}
+        self._runs = self._make_runs()
+
+    def _make_runs(self) -> Runs | None:
+        if disabled_by_environment():
+            return None
+        return Runs(self._recorder, self._sink, **self._options)
+
+    # -- what Lightning asks of a logger ---------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return self._name or "craft_callbacks"
+
+    @property
+    def version(self) -> str:
+        """The id of the current (or next) run."""
+        if self._runs is None:
+            return "disabled"
+        return self._runs.current.execution_id if self._runs.current else self._runs.next_execution_id
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> MetricRecorder | None:
+        """The recorder of the current run (for ``self.logger.experiment.log_final(...)``)."""
+        return self._runs.current if self._runs else None
+
+    @rank_zero_only
+    def log_graph(self, model: Any, input_array: Any = None) -> None:
+        """Called at the start of every stage: the model's trainer tells which one."""
+        trainer = getattr(model, "_trainer", None)
+        if trainer is None or self._runs is None:
+            return
+        stage = getattr(trainer.state.fn, "value", None)
+        self._stage = stage
+        if stage == _FIT:
+            self._start_run(_expected_events(trainer))
+        elif self._pending_hyperparameters:  # validate/test/predict: they belong to the last run
+            if self._runs.current is None:
+                self._start_run(None)
+                self._runs.end("success")
+            else:
+                self._runs.current.log_hyperparams(self._pending_hyperparameters)
+            self._pending_hyperparameters = {}
+
+    def _start_run(self, expected_events: int | None) -> None:
+        assert self._runs is not None
+        self._runs.start(expected_events, self._pending_hyperparameters, pipeline_name=self._name)
+        self._pending_hyperparameters = {}
+
+    @rank_zero_only
+    def log_hyperparams(self, params: dict[str, Any] | Namespace, *args: Any, **kwargs: Any) -> None:
+        if self._runs is None:
+            return
+        flat = flatten(params)
+        if self._stage == _FIT and self._runs.recording:
+            assert self._runs.current is not None
+            self._runs.current.log_hyperparams(flat)
+        else:  # a stage is starting: log_graph, called next, says which run they belong to
+            self._pending_hyperparameters.update(flat)
+
+    @rank_zero_only
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        if self._runs is None:
+            return
+        if self._prefix:
+            metrics = {f"{self._prefix}{_LIGHTNING_JOIN}{key}": value for key, value in metrics.items()}
+        if self._stage is None and self._runs.current is None:
+            self._stage = _FIT  # no log_graph: the first stage is taken as fit
+            self._start_run(None)
+        if self._stage == _FIT and self._runs.recording:
+            self._runs.log_step(metrics, step)
+        else:
+            self._runs.log_final(metrics)
+
+    def save(self) -> None:
+        """Nothing to do: the recorder's background worker delivers (Lightning calls this every step)."""
+
+    @rank_zero_only
+    def finalize(self, status: str) -> None:
+        if self._runs is None:
+            return
+        if self._stage == _FIT and self._runs.recording:
+            if status == "failed" and isinstance(sys.exc_info()[1], KeyboardInterrupt):
+                status = "interrupted"
+            self._runs.end(status)
+        self._stage = "ended"
+
+    # -- ddp_spawn pickles the trainer and its loggers into each process -------------
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_runs"] = None
+        state["_recorder"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._runs = self._make_runs()
