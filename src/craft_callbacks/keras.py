@@ -1,0 +1,177 @@
+"""Keras 3 adapter: ``model.fit(..., callbacks=[CraftAiKerasCallback()])``, on any backend.
+
+A thin translation of Keras's callback events into recorder calls:
+
+* every ``on_epoch_end`` -> ``log_step`` with Keras's own names (``loss``,
+  compiled metrics, ``val_*``): the lists equal ``History.history``;
+* every ``log_every_n_steps``-th batch -> ``log_step`` under ``batch_``
+  names (``batch_loss``, ``batch_accuracy``: Keras's running means since the
+  start of the epoch), at a global step that keeps counting across epochs;
+* ``on_train_end`` -> the run closes (last values become scalars);
+* ``model.evaluate()`` outside ``fit`` -> scalars of the last run;
+* ``params``, the optimizer's config and ``hyperparameters=`` -> hyperparameters.
+
+The callback is ``async_safe``: Keras may run its batch hooks on a thread
+pool instead of blocking the training loop, and they never touch
+``self.model`` (on JAX that would force a device sync). Batch logs that
+arrive out of order are put back in step order. Only the chief records.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+from collections.abc import Mapping
+from contextlib import suppress
+from typing import Any, Final
+
+import keras
+
+from craft_callbacks.hyperparameters import flatten
+from craft_callbacks.ordering import InOrder
+from craft_callbacks.recorder import MetricRecorder
+from craft_callbacks.runs import Runs, disabled_by_environment
+
+__all__ = ["BATCH_PREFIX", "CraftAiKerasCallback"]
+
+BATCH_PREFIX: Final = "batch_"
+DEFAULT_LOG_EVERY_N_STEPS: Final = 50
+
+
+def is_chief() -> bool:
+    """Whether this process records under multi-worker training (TF_CONFIG, RANK, JAX processes)."""
+    raw = os.environ.get("TF_CONFIG")
+    if raw:
+        try:
+            config = json.loads(raw)
+            task = config.get("task", {})
+            kind, index = task.get("type"), int(task.get("index", 0))
+        except (ValueError, TypeError, AttributeError):
+            return True
+        if kind in ("chief", "master"):
+            return True
+        if kind == "worker":
+            return "chief" not in config.get("cluster", {}) and index == 0
+        if kind:
+            return False
+    rank = os.environ.get("RANK")
+    if rank is not None and rank.strip().isdigit() and int(rank) != 0:
+        return False
+    jax = sys.modules.get("jax")
+    if jax is not None and keras.backend.backend() == "jax":
+        try:
+            return int(jax.process_index()) == 0
+        except Exception:
+            return True
+    return True
+
+
+class CraftAiKerasCallback(keras.callbacks.Callback):  # type: ignore[misc]
+    """Record a Keras ``fit`` on the Craft AI platform (or the local store).
+
+    ``log_every_n_steps``: batch logs every that many batches (0 turns them
+    off). ``recorder``: a :class:`~craft_callbacks.MetricRecorder` to use for
+    every ``fit`` (closing it is then yours); otherwise each ``fit`` records a
+    new run to ``sink`` (``"auto"``: the platform inside an execution, the
+    local store elsewhere). ``hyperparameters`` are kept with each run. Other
+    keyword arguments go to ``MetricRecorder``.
+    """
+
+    async_safe = True
+
+    def __init__(
+        self,
+        recorder: MetricRecorder | None = None,
+        *,
+        sink: Any = "auto",
+        log_every_n_steps: int = DEFAULT_LOG_EVERY_N_STEPS,
+        hyperparameters: Mapping[str, Any] | None = None,
+        **recorder_options: Any,
+    ) -> None:
+        super().__init__()
+        if log_every_n_steps < 0:
+            raise ValueError(f"log_every_n_steps must be 0 (off) or more, not {log_every_n_steps}")
+        self.log_every_n_steps = int(log_every_n_steps)
+        self.hyperparameters = dict(hyperparameters or {})
+        self.runs = Runs(recorder, sink, **recorder_options) if not disabled_by_environment() else None
+        self._chief = True
+        self._training = False
+        self._epoch_start = 0
+        self._batches = 0
+        self._lock = threading.Lock()
+        self._batch_logs = InOrder(self._log_batch, max(1, self.log_every_n_steps))
+
+    @property
+    def recorder(self) -> MetricRecorder | None:
+        """The recorder of the current (or last) run."""
+        return self.runs.current if self.runs else None
+
+    def _log_batch(self, metrics: Mapping[str, Any], step: int) -> None:
+        if self.runs is not None:
+            self.runs.log_step(metrics, step)
+
+    def _expected_events(self) -> int | None:
+        params = self.params or {}
+        epochs, steps = params.get("epochs"), params.get("steps")
+        if not epochs:
+            return None
+        per_epoch = 1 + (steps // self.log_every_n_steps if steps and self.log_every_n_steps else 0)
+        return int(epochs) * per_epoch
+
+    def _run_hyperparameters(self) -> dict[str, Any]:
+        params = flatten(self.params or {}, "params")
+        optimizer = getattr(self.model, "optimizer", None)
+        get_config = getattr(optimizer, "get_config", None)
+        if callable(get_config):
+            with suppress(Exception):  # an optimizer whose config cannot be read
+                params.update(flatten(get_config(), "optimizer"))
+        params.update(flatten(self.hyperparameters))
+        return params
+
+    def on_train_begin(self, logs: Mapping[str, Any] | None = None) -> None:
+        self._chief = is_chief()
+        if self.runs is None or not self._chief:
+            return
+        self._training = True
+        self._epoch_start = self._batches = 0
+        self.runs.start(self._expected_events(), self._run_hyperparameters())
+
+    def on_epoch_begin(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
+        self._epoch_start += self._batches
+        self._batches = 0
+        first = (
+            self.log_every_n_steps - self._epoch_start % self.log_every_n_steps
+            if self.log_every_n_steps
+            else 0
+        )
+        self._batch_logs.expect(self._epoch_start + first)
+
+    def on_train_batch_end(self, batch: int, logs: Mapping[str, Any] | None = None) -> None:
+        step = self._epoch_start + batch + 1
+        if batch + 1 > self._batches:
+            with self._lock:
+                self._batches = max(self._batches, batch + 1)
+        if not (self.log_every_n_steps and step % self.log_every_n_steps == 0 and logs and self._training):
+            return
+        self._batch_logs.add(step, {f"{BATCH_PREFIX}{key}": value for key, value in logs.items()})
+
+    def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
+        if self.runs is None or not self._training:
+            return
+        self._batch_logs.drain()
+        if logs:
+            self.runs.log_step(logs, self._epoch_start + self._batches)
+
+    def on_test_end(self, logs: Mapping[str, Any] | None = None) -> None:
+        if self.runs is None or self._training or not logs or not is_chief():
+            return  # validation inside fit arrives with the epoch logs (val_*)
+        self.runs.log_final(logs)
+
+    def on_train_end(self, logs: Mapping[str, Any] | None = None) -> None:
+        if self.runs is None or not self._training:
+            return
+        self._batch_logs.drain()
+        self._training = False
+        self.runs.end("success")
