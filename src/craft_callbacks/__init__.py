@@ -19,6 +19,7 @@ from craft_callbacks.exceptions import (
     MetricNameWarning,
     NonFiniteMetricWarning,
     NonNumericMetricWarning,
+    RunNotFoundError,
 )
 from craft_callbacks.names import safe_name
 from craft_callbacks.recorder import MetricRecorder
@@ -38,6 +39,7 @@ __all__ = [
     "MetricRecorder",
     "NonFiniteMetricWarning",
     "NonNumericMetricWarning",
+    "RunNotFoundError",
     "__version__",
     "safe_name",
 ]

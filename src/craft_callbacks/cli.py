@@ -1,39 +1,193 @@
-"""The ``craft-callbacks`` command."""
+"""The ``craft-callbacks`` command: list, show, compare, plot and export local runs; sync a spool.
+
+Errors a user can cause (no store, unknown run, ambiguous prefix, unknown
+metric, unwritable output) print one line and exit with status 2, without a
+traceback. ``RUN`` is a run id, a unique prefix of one, or ``latest``.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 from craft_callbacks.exceptions import CraftCallbacksError
+from craft_callbacks.sinks.local_store import LocalStore
 from craft_callbacks.spool import default_spool_path
+
+MAX_PLOT_PANELS = 12
+
+
+def _store(args: argparse.Namespace) -> LocalStore:
+    return LocalStore.existing(args.store)
+
+
+def _emit_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, allow_nan=False))
+
+
+def _console() -> Any:
+    """A terminal console at its width; into a pipe or a file, wide enough that nothing is cut."""
+    from rich.console import Console
+
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+
+
+def _runs(args: argparse.Namespace) -> int:
+    store = _store(args)
+    runs = store.executions()
+    scalars = {
+        run["execution_id"]: {
+            row["name"]: row["value"] for row in store.get_metrics(execution_id=run["execution_id"])
+        }
+        for run in runs
+    }
+    if args.json:
+        _emit_json([{**run, "scalars": scalars[run["execution_id"]]} for run in runs])
+        return 0
+    from craft_callbacks.views import runs_table
+
+    _console().print(runs_table(runs, scalars))
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    from craft_callbacks.export import run_data
+
+    store = _store(args)
+    data = run_data(store, store.find_run(args.run))
+    if args.json:
+        _emit_json(data)
+        return 0
+    from craft_callbacks.views import show_run
+
+    _console().print(show_run(data))
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from craft_callbacks.export import run_data
+
+    store = _store(args)
+    runs = [run_data(store, store.find_run(reference)) for reference in args.runs]
+    if args.json:
+        _emit_json(
+            {
+                run["execution_id"]: {"scalars": run["scalars"], "hyperparameters": run["hyperparameters"]}
+                for run in runs
+            }
+        )
+        return 0
+    from craft_callbacks.views import compare_runs
+
+    _console().print(compare_runs(runs))
+    return 0
+
+
+def _plot(args: argparse.Namespace) -> int:
+    from craft_callbacks.export import run_data
+    from craft_callbacks.plotting import plot_runs
+
+    store = _store(args)
+    runs = [run_data(store, store.find_run(reference)) for reference in args.runs]
+    available = sorted({name for run in runs for name in run["lists"]})
+    if not available:
+        raise CraftCallbacksError("these runs have no list metrics to plot")
+    metrics = args.metric or available[:MAX_PLOT_PANELS]
+    unknown = [name for name in metrics if name not in available]
+    if unknown:
+        raise CraftCallbacksError(
+            f"no list metric {', '.join(map(repr, unknown))} in these runs; they have: {', '.join(available)}"
+        )
+    output = plot_runs(runs, metrics, Path(args.output))
+    print(f"craft-callbacks plot: wrote {output} ({len(metrics)} metrics, {len(runs)} runs)")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from craft_callbacks.export import run_data, to_csv, to_json
+
+    store = _store(args)
+    data = run_data(store, store.find_run(args.run))
+    text = to_csv(data) if args.format == "csv" else to_json(data)
+    if args.output in (None, "-"):
+        sys.stdout.write(text)
+        return 0
+    try:
+        Path(args.output).write_text(text, encoding="utf-8")
+    except OSError as error:
+        raise CraftCallbacksError(f"cannot write {args.output}: {error.strerror or error}") from error
+    print(f"craft-callbacks export: wrote {args.output}", file=sys.stderr)
+    return 0
 
 
 def _sync(args: argparse.Namespace) -> int:
     from craft_callbacks.sync import sync_spool
 
-    report = sync_spool(args.spool or default_spool_path(), force=args.force)
+    report = sync_spool(args.spool or default_spool_path(args.store), force=args.force)
     for line in report.lines():
         print(f"craft-callbacks sync: {line}")
     return 0 if report.complete else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The command line: one sub-command per thing a user does with recorded runs."""
     parser = argparse.ArgumentParser(
         prog="craft-callbacks",
-        description="Work with the metrics recorded by craft_callbacks.",
+        description="Look at the runs craft_callbacks recorded locally, and deliver spooled metrics.",
     )
+    store = argparse.ArgumentParser(add_help=False)
+    store.add_argument(
+        "--store",
+        metavar="PATH",
+        help="the local store (default: $CRAFT_CALLBACKS_STORE or craft_metrics/metrics.db)",
+    )
+    as_json = argparse.ArgumentParser(add_help=False)
+    as_json.add_argument("--json", action="store_true", help="print JSON for scripts")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    runs = commands.add_parser("runs", parents=[store, as_json], help="list the runs")
+    runs.set_defaults(run=_runs)
+
+    show = commands.add_parser(
+        "show", parents=[store, as_json], help="one run: scalars, lists, hyperparameters"
+    )
+    show.add_argument("run", metavar="RUN", help="a run id, a unique prefix of one, or 'latest'")
+    show.set_defaults(run_command=_show)
+
+    compare = commands.add_parser(
+        "compare", parents=[store, as_json], help="scalars and hyperparameters of runs side by side"
+    )
+    compare.add_argument("runs", metavar="RUN", nargs="+", help="runs to compare")
+    compare.set_defaults(run=_compare)
+
+    plot = commands.add_parser("plot", parents=[store], help="plot list metrics against step to a PNG")
+    plot.add_argument("runs", metavar="RUN", nargs="+", help="runs to overlay")
+    plot.add_argument(
+        "--metric", action="append", metavar="NAME", help="a list metric (repeat; default: all)"
+    )
+    plot.add_argument("-o", "--output", required=True, metavar="FILE.png", help="the PNG to write")
+    plot.set_defaults(run=_plot)
+
+    export = commands.add_parser("export", parents=[store], help="one run as CSV or JSON")
+    export.add_argument("run", metavar="RUN", help="a run id, a unique prefix of one, or 'latest'")
+    export.add_argument("--format", choices=("csv", "json"), default="json")
+    export.add_argument("-o", "--output", metavar="FILE", help="write here instead of standard output")
+    export.set_defaults(run_command=_export)
+
     sync = commands.add_parser(
         "sync",
+        parents=[store],
         help="deliver metrics spooled during an outage or a crash to the Craft AI platform",
         description=(
             "Deliver every value a spool holds to the execution it was recorded in, each once. "
             "The platform is reached with CRAFT_AI_SDK_TOKEN and CRAFT_AI_ENVIRONMENT_URL."
         ),
     )
-    sync.add_argument("--spool", help="the spool file (default: craft_metrics/spool.db)")
+    sync.add_argument("--spool", metavar="PATH", help="the spool file (default: beside the store)")
     sync.add_argument("--force", action="store_true", help="also take lists of a process still running")
     sync.set_defaults(run=_sync)
     return parser
@@ -42,11 +196,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``craft-callbacks`` console script."""
     args = build_parser().parse_args(argv)
+    handler = getattr(args, "run_command", None) or args.run
     try:
-        code: int = args.run(args)
+        code: int = handler(args)
     except CraftCallbacksError as error:
         print(f"craft-callbacks {args.command}: {error}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # craft-callbacks export ... | head
+        return 0
     return code
 
 

@@ -39,3 +39,7 @@ class CraftCallbacksError(Exception):
 
 class LocalStoreError(CraftCallbacksError):
     """The local metrics store cannot be opened or written (corrupt file, read-only path...)."""
+
+
+class RunNotFoundError(CraftCallbacksError):
+    """No run, or more than one, answers to a run reference (an id, a prefix, ``latest``)."""

@@ -24,7 +24,7 @@ from itertools import repeat
 from pathlib import Path
 from typing import Any, Final
 
-from craft_callbacks.exceptions import LocalStoreError
+from craft_callbacks.exceptions import LocalStoreError, RunNotFoundError
 from craft_callbacks.values import Number, Rejected, to_number
 
 STORE_ENV: Final = "CRAFT_CALLBACKS_STORE"
@@ -127,6 +127,14 @@ class LocalStore:
 
     def __repr__(self) -> str:
         return f"LocalStore({str(self.path)!r})"
+
+    @classmethod
+    def existing(cls, path: str | os.PathLike[str] | None = None) -> LocalStore:
+        """Open a store that must already exist (for reading: never creates a file)."""
+        where = Path(path) if path is not None else default_store_path()
+        if not where.is_file():
+            raise LocalStoreError(f"no metrics store at {where} (record a run first, or give --store PATH)")
+        return cls(where)
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickled as its path and current run (``ddp_spawn`` sends loggers to each process)."""
@@ -275,10 +283,10 @@ class LocalStore:
             )
 
     def executions(self) -> list[dict[str, Any]]:
-        """Every run, oldest first, with its status and hyperparameters."""
+        """Every run, in the order they were created, with its status and hyperparameters."""
         rows = self._connection().execute(
             "SELECT execution_id, pipeline_name, deployment_name, created_at, ended_at, status, "
-            "hyperparameters FROM executions ORDER BY created_at, execution_id"
+            "hyperparameters FROM executions ORDER BY rowid"
         )
         return [
             {
@@ -292,6 +300,27 @@ class LocalStore:
             }
             for row in rows
         ]
+
+    def find_run(self, reference: str) -> dict[str, Any]:
+        """A run by its id, a unique prefix of its id, or ``latest``."""
+        runs = self.executions()
+        if not runs:
+            raise RunNotFoundError(f"the store {self.path} has no runs yet")
+        if reference == "latest":
+            return runs[-1]
+        for run in runs:
+            if run["execution_id"] == reference:
+                return run
+        matches = [run for run in runs if run["execution_id"].startswith(reference)]
+        if not matches:
+            raise RunNotFoundError(f"no run {reference!r} in {self.path} (see: craft-callbacks runs)")
+        if len(matches) > 1:
+            shown = ", ".join(run["execution_id"] for run in matches[:3])
+            raise RunNotFoundError(
+                f"{reference!r} matches {len(matches)} runs ({shown}{', ...' if len(matches) > 3 else ''}); "
+                "give more characters"
+            )
+        return matches[0]
 
     # -- writing ---------------------------------------------------------------
 
