@@ -38,7 +38,7 @@ stage "installing craft-callbacks[test] into .venv (pip -c constraints.txt)"
 
 # Lint only the folders that exist (an empty folder is not in a fresh clone).
 lint_paths=()
-for path in src tests benchmarks; do
+for path in src tests benchmarks examples; do
     [[ -e "$path" ]] && lint_paths+=("$path")
 done
 

@@ -1,0 +1,45 @@
+"""Train a tiny Keras classifier and record it with CraftAiKerasCallback.
+
+Runs offline on a CPU in seconds, on the torch backend by default (set
+KERAS_BACKEND to jax or tensorflow to change it). Outside a Craft AI execution
+the metrics go to the local store (./craft_metrics/metrics.db); inside one, to
+the platform. Then try: ``craft-callbacks runs``.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+os.environ.setdefault("KERAS_BACKEND", "torch")
+# numpy 2 complains about Keras's own torch tensors; not something to show in a demo
+warnings.filterwarnings("ignore", message="__array__ implementation doesn't accept a copy keyword")
+
+import keras  # noqa: E402  (after choosing the backend)
+import numpy as np  # noqa: E402
+
+from craft_callbacks.keras import CraftAiKerasCallback  # noqa: E402
+
+
+def main(learning_rate: float = 0.05, epochs: int = 8) -> None:
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(1024, 8)).astype("float32")
+    y = (x[:, :4].sum(axis=1) > x[:, 4:].sum(axis=1)).astype("float32")
+    model = keras.Sequential(
+        [keras.Input((8,)), keras.layers.Dense(16, activation="relu"), keras.layers.Dense(1)]
+    )
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
+        loss=keras.losses.BinaryCrossentropy(from_logits=True),
+        metrics=["binary_accuracy"],
+    )
+    callback = CraftAiKerasCallback(
+        log_every_n_steps=5, hyperparameters={"dataset": "toy-sums"}, pipeline_name="keras-classifier"
+    )
+    model.fit(x, y, batch_size=32, epochs=epochs, validation_split=0.2, callbacks=[callback], verbose=0)
+    model.evaluate(x[:256], y[:256], callbacks=[callback], verbose=0)  # after fit: scalars
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+"""The demo: train tiny models with all three adapters, then show the runs.
+
+    python examples/quickstart.py
+
+Trains a HuggingFace Trainer model, a Lightning model and a Keras model on a
+CPU (tiny models built in code, no download), each recorded by its
+craft_callbacks adapter into the local store ./craft_metrics/metrics.db (or
+the platform inside a Craft AI execution), then prints the runs and writes a
+plot of the Lightning and Keras training curves.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("KERAS_BACKEND", "torch")
+sys.path.insert(0, str(Path(__file__).parent))
+
+import hf_trainer
+import keras_fit
+import lightning_module
+
+from craft_callbacks import LocalStore
+
+
+def craft_callbacks(*args: str) -> None:
+    """Run the craft-callbacks command the way a user would."""
+    subprocess.run([sys.executable, "-m", "craft_callbacks.cli", *args], check=True)
+
+
+def main() -> None:
+    started = time.perf_counter()
+    for label, train in (
+        ("HuggingFace Trainer", hf_trainer.main),
+        ("Lightning", lightning_module.main),
+        ("Keras", keras_fit.main),
+    ):
+        print(f"\n=== {label} ===", flush=True)
+        train()
+    print(f"\nTrained three models in {time.perf_counter() - started:.0f} s.\n", flush=True)
+    store = LocalStore.existing()
+    craft_callbacks("runs")
+    runs = [run["execution_id"] for run in store.executions()[-3:]]
+    plot = Path("craft_metrics") / "quickstart.png"
+    craft_callbacks(
+        "plot", runs[1], runs[2], "--metric", "train_loss", "--metric", "batch_loss", "-o", str(plot)
+    )
+    print(f"\nThe plot is at {plot.resolve()}")
+    print(
+        "Next: craft-callbacks show latest | craft-callbacks compare RUN RUN | craft-callbacks export latest"
+    )
+
+
+if __name__ == "__main__":
+    main()
