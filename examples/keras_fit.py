@@ -12,13 +12,11 @@ import os
 import warnings
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
-# numpy 2 complains about Keras's own torch tensors; not something to show in a demo
-warnings.filterwarnings("ignore", message="__array__ implementation doesn't accept a copy keyword")
 
-import keras  # noqa: E402  (after choosing the backend)
-import numpy as np  # noqa: E402
+import keras
+import numpy as np
 
-from craft_callbacks.keras import CraftAiKerasCallback  # noqa: E402
+from craft_callbacks.keras import CraftAiKerasCallback
 
 
 def main(learning_rate: float = 0.05, epochs: int = 8) -> None:
@@ -37,8 +35,10 @@ def main(learning_rate: float = 0.05, epochs: int = 8) -> None:
     callback = CraftAiKerasCallback(
         log_every_n_steps=5, hyperparameters={"dataset": "toy-sums"}, pipeline_name="keras-classifier"
     )
-    model.fit(x, y, batch_size=32, epochs=epochs, validation_split=0.2, callbacks=[callback], verbose=0)
-    model.evaluate(x[:256], y[:256], callbacks=[callback], verbose=0)  # after fit: scalars
+    with warnings.catch_warnings():  # numpy 2 about Keras's own torch tensors: not for a demo
+        warnings.filterwarnings("ignore", message="__array__ implementation doesn't accept a copy keyword")
+        model.fit(x, y, batch_size=32, epochs=epochs, validation_split=0.2, callbacks=[callback], verbose=0)
+        model.evaluate(x[:256], y[:256], callbacks=[callback], verbose=0)  # after fit: scalars
 
 
 if __name__ == "__main__":

@@ -51,9 +51,7 @@ def main() -> None:
         "plot", runs[1], runs[2], "--metric", "train_loss", "--metric", "batch_loss", "-o", str(plot)
     )
     print(f"\nThe plot is at {plot.resolve()}")
-    print(
-        "Next: craft-callbacks show latest | craft-callbacks compare RUN RUN | craft-callbacks export latest"
-    )
+    print("Next: craft-callbacks show latest, craft-callbacks compare RUN RUN, craft-callbacks export latest")
 
 
 if __name__ == "__main__":
