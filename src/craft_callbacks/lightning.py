@@ -21,8 +21,10 @@ after its ``finalize`` as end-of-run values. Only the global rank 0 records.
 
 from __future__ import annotations
 
+import math
 import sys
 from argparse import Namespace
+from pathlib import Path
 from typing import Any
 
 from lightning.fabric.loggers.logger import rank_zero_experiment
@@ -32,6 +34,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from craft_callbacks.hyperparameters import flatten
 from craft_callbacks.recorder import MetricRecorder
 from craft_callbacks.runs import Runs, disabled_by_environment
+from craft_callbacks.sinks.local_store import default_store_path
 
 __all__ = ["CraftAiLogger"]
 
@@ -40,13 +43,24 @@ _LIGHTNING_JOIN = "-"  # Lightning's loggers join a prefix to names with "-"
 
 
 def _expected_events(trainer: Any) -> int | None:
-    """Training logs every ``log_every_n_steps`` optimizer steps, plus epoch-end logs."""
+    """Training logs every ``log_every_n_steps`` optimizer steps, plus epoch-end logs.
+
+    Read from plain trainer attributes once the training data is set up: the
+    ``estimated_stepping_batches`` property may run a collective operation,
+    which a rank-zero-only logger must never start.
+    """
     try:
-        steps = int(trainer.estimated_stepping_batches)
+        epochs = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else 1
+        if trainer.max_steps and trainer.max_steps > 0:
+            steps = int(trainer.max_steps)
+        else:
+            batches = float(trainer.num_training_batches)
+            if not math.isfinite(batches):
+                return None
+            steps = int(batches * epochs) // max(int(trainer.accumulate_grad_batches), 1)
         every = max(int(trainer.log_every_n_steps), 1)
-    except Exception:  # an infinite or unknown number of steps
+    except Exception:  # an attribute this Lightning version does not have
         return None
-    epochs = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else 1
     return steps // every + 2 * epochs
 
 
@@ -90,6 +104,7 @@ class CraftAiLogger(Logger):
         self._recorder = recorder
         self._sink = sink
         self._stage: str | None = None
+        self._trainer: Any = None
         self._pending_hyperparameters: dict[str, Any] = {}
         self._runs = self._make_runs()
 
@@ -103,6 +118,12 @@ class CraftAiLogger(Logger):
     @property
     def name(self) -> str:
         return self._name or "craft_callbacks"
+
+    @property
+    def save_dir(self) -> str:
+        """Where Lightning writes beside the metrics (checkpoints, the CLI's config): the store's folder."""
+        store_path = self._options["store_path"]
+        return str((Path(store_path) if store_path else default_store_path()).parent)
 
     @property
     def version(self) -> str:
@@ -126,7 +147,8 @@ class CraftAiLogger(Logger):
         stage = getattr(trainer.state.fn, "value", None)
         self._stage = stage
         if stage == _FIT:
-            self._start_run(_expected_events(trainer))
+            self._start_run(None)
+            self._trainer = trainer  # its training data is set up by the first log_metrics
         elif self._pending_hyperparameters:  # validate/test/predict: they belong to the last run
             if self._runs.current is None:
                 self._start_run(None)
@@ -161,6 +183,10 @@ class CraftAiLogger(Logger):
             self._stage = _FIT  # no log_graph: the first stage is taken as fit
             self._start_run(None)
         if self._stage == _FIT and self._runs.recording:
+            if self._trainer is not None:
+                trainer, self._trainer = self._trainer, None
+                assert self._runs.current is not None
+                self._runs.current.expect_events(_expected_events(trainer))
             self._runs.log_step(metrics, step)
         else:
             self._runs.log_final(metrics)
@@ -184,6 +210,7 @@ class CraftAiLogger(Logger):
         state = self.__dict__.copy()
         state["_runs"] = None
         state["_recorder"] = None
+        state["_trainer"] = None
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
