@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import threading
 from collections.abc import Mapping
 from contextlib import suppress
 from typing import Any, Final
@@ -100,7 +99,8 @@ class CraftAiKerasCallback(keras.callbacks.Callback):  # type: ignore[misc]
         self._training = False
         self._epoch_start = 0
         self._batches = 0
-        self._lock = threading.Lock()
+        self._steps_per_epoch: int | None = None
+        self._seen: list[int] = []
         self._batch_logs = InOrder(self._log_batch, max(1, self.log_every_n_steps))
 
     @property
@@ -136,6 +136,9 @@ class CraftAiKerasCallback(keras.callbacks.Callback):  # type: ignore[misc]
             return
         self._training = True
         self._epoch_start = self._batches = 0
+        self._seen = []
+        steps = (self.params or {}).get("steps")
+        self._steps_per_epoch = int(steps) if steps else None
         self.runs.start(self._expected_events(), self._run_hyperparameters())
 
     def on_epoch_begin(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
@@ -150,14 +153,22 @@ class CraftAiKerasCallback(keras.callbacks.Callback):  # type: ignore[misc]
 
     def on_train_batch_end(self, batch: int, logs: Mapping[str, Any] | None = None) -> None:
         step = self._epoch_start + batch + 1
-        if batch + 1 > self._batches:
-            with self._lock:
-                self._batches = max(self._batches, batch + 1)
+        if self._steps_per_epoch is None:  # a dataset of unknown length: its end tells
+            self._seen.append(batch)  # atomic, whichever thread Keras runs this on
         if not (self.log_every_n_steps and step % self.log_every_n_steps == 0 and logs and self._training):
             return
         self._batch_logs.add(step, {f"{BATCH_PREFIX}{key}": value for key, value in logs.items()})
 
+    def _count_batches(self) -> None:
+        """The epoch's batches, once Keras has run all its batch hooks (async ones included)."""
+        if self._steps_per_epoch is not None:
+            self._batches = self._steps_per_epoch
+        elif self._seen:
+            self._batches = max(self._seen) + 1
+            self._seen = []
+
     def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
+        self._count_batches()
         if self.runs is None or not self._training:
             return
         self._batch_logs.drain()

@@ -148,6 +148,7 @@ class MetricRecorder:
         self._warned: set[tuple[str, str]] = set()
         self._dropped: dict[str, dict[str, int]] = {"non-numeric": {}, "non-finite": {}}
         self._undelivered: str | None = None
+        self._deferred: list[tuple[type[CraftCallbacksWarning], str, str]] = []
         self._worker = DeliveryWorker(self._collect, self._destination, flush_interval)
         self._worker.start()
         _register(self)
@@ -209,6 +210,8 @@ class MetricRecorder:
             if events >= self._wake_at:
                 self._wake_at = events + self._flush_events
                 self._worker.request_flush()
+            if self._deferred:
+                self._emit_deferred()
         except Exception as error:  # never into the training loop
             self._internal_error("log_step", error)
 
@@ -259,6 +262,7 @@ class MetricRecorder:
         _live.discard(self)
         try:
             complete = self._worker.stop(self.close_timeout)
+            self._emit_deferred()
             if not complete:
                 self._undelivered = self._worker.destination.pending.describe(self._worker.outbox)
                 warnings.warn(
@@ -462,9 +466,11 @@ class MetricRecorder:
         with self._lock:
             series_list = list(self._series.values())
             scalars, self._pending_scalars = self._pending_scalars, {}
+        taken = [(series, *series.take()) for series in series_list]
+        # Read after taking: every value taken belongs to an event already counted, so a
+        # list's rate (values per event) is never overestimated, however late this thread ran.
         events, expected = self._events, self._expected_events
-        for series in series_list:
-            steps, values = series.take()
+        for series, steps, values in taken:
             if not values:
                 continue
             series.last = values[-1]
@@ -489,6 +495,16 @@ class MetricRecorder:
                         self._scalar_names.add(series.name)
                         outbox.scalars[series.name] = series.last
 
+    def _defer(self, category: type[CraftCallbacksWarning], key: str, message: str) -> None:
+        """A warning found on the worker thread, emitted on the caller's next call (at its line)."""
+        if (category.__name__, key) not in self._warned:
+            self._deferred.append((category, key, message))
+
+    def _emit_deferred(self) -> None:
+        while self._deferred:
+            category, key, message = self._deferred.pop(0)
+            self._warn_once(category, key, message)
+
     def _warn_thinning(self, series: _Series, expected: int | None) -> None:
         if expected and self._events <= expected:
             why = (
@@ -500,7 +516,7 @@ class MetricRecorder:
                 f"passed half the cap of {self.max_list_values:,} values per list and the run's "
                 "length is unknown; it is thinned more and more sparsely so it spans the whole run"
             )
-        self._warn_once(
+        self._defer(
             MetricLimitWarning,
             f"thin:{series.name}",
             f"list metric {series.name!r} {why} (its last value is always kept)",

@@ -20,7 +20,7 @@ from typing import Any, Final
 
 from craft_callbacks.delivery import LIST_REQUEST_LIMIT, is_permanent
 from craft_callbacks.exceptions import CraftCallbacksError
-from craft_callbacks.sinks.auto import EXECUTION_ENV
+from craft_callbacks.sinks.auto import EXECUTION_ENV, sdk_import
 from craft_callbacks.sinks.craft_ai import (
     DEFAULT_REQUEST_TIMEOUT_S,
     install_request_timeout,
@@ -154,7 +154,8 @@ def sync_spool(path: str | os.PathLike[str], sdk: Any = None, force: bool = Fals
     spool = Spool(spool_path)
     if sdk is None:
         try:
-            from craft_ai_sdk import CraftAiSdk
+            with sdk_import():
+                from craft_ai_sdk import CraftAiSdk
         except ImportError as error:
             raise CraftCallbacksError(
                 "craft-ai-sdk is not installed: pip install 'craft-callbacks[craft]'"

@@ -19,6 +19,16 @@ def sdk_installed() -> bool:
     return importlib.util.find_spec("craft_ai_sdk") is not None
 
 
+def sdk_import() -> warnings.catch_warnings[None]:
+    """Import craft-ai-sdk without its side effect on the process's warning filters.
+
+    Importing ``craft_ai_sdk.sdk`` runs ``warnings.simplefilter("always",
+    DeprecationWarning)``, which would make every deprecation warning of the
+    user's process print each time; the filters are restored on exit.
+    """
+    return warnings.catch_warnings()
+
+
 def platform_execution_id() -> str | None:
     """The id of the Craft AI execution this process runs in, or None outside one.
 
@@ -26,7 +36,8 @@ def platform_execution_id() -> str | None:
     context); otherwise reads ``CRAFT_AI_EXECUTION_ID``.
     """
     if sdk_installed():
-        from craft_ai_sdk.shared.execution_context import get_execution_id
+        with sdk_import():
+            from craft_ai_sdk.shared.execution_context import get_execution_id
 
         found = get_execution_id()  # type: ignore[no-untyped-call]
         return str(found) if found else None
@@ -35,7 +46,8 @@ def platform_execution_id() -> str | None:
 
 def platform_sink() -> Any:
     """A ``CraftAiSdk`` built from the step's environment (URL and token come from it)."""
-    from craft_ai_sdk import CraftAiSdk
+    with sdk_import():
+        from craft_ai_sdk import CraftAiSdk
 
     return CraftAiSdk()  # type: ignore[no-untyped-call]
 
