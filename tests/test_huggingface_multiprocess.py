@@ -1,0 +1,205 @@
+"""The HuggingFace adapter under ``torchrun --nproc_per_node=2`` on CPU (gloo): each value recorded once.
+
+A real two-process DDP training (torch's launcher, the venv's python) of a
+tiny model built from a config in code; both processes build the callback on
+the same store, only the world process zero may record.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from craft_callbacks import LocalStore, safe_name
+
+pytest.importorskip("transformers")
+pytest.importorskip("torch.distributed.run")
+
+SUMMARY = "train_runtime"
+MAX_STEPS = 20
+TIMEOUT_S = 240
+CLEARED_ENV = (
+    "CRAFT_AI_EXECUTION_ID",
+    "CRAFT_AI_SDK_TOKEN",
+    "CRAFT_AI_ENVIRONMENT_URL",
+    "CRAFT_AI_CONTROL_URL",
+    "CRAFT_CALLBACKS_STORE",
+    "CRAFT_CALLBACKS_DISABLED",
+)
+
+SCRIPT = """
+import json
+import sys
+
+import torch
+import torch.distributed as dist
+from transformers import BertConfig, BertForSequenceClassification, Trainer, TrainingArguments
+
+from craft_callbacks.huggingface import CraftAiCallback
+
+out_dir, store_path, history_path, max_steps = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+
+
+class TinyDataset(torch.utils.data.Dataset):
+    def __init__(self, size):
+        generator = torch.Generator().manual_seed(0)
+        self.ids = torch.randint(1, 64, (size, 8), generator=generator)
+        self.labels = (self.ids[:, 0] > 32).long()
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, index):
+        return {"input_ids": self.ids[index], "labels": self.labels[index]}
+
+
+torch.manual_seed(0)
+config = BertConfig(
+    vocab_size=64,
+    hidden_size=16,
+    num_hidden_layers=1,
+    num_attention_heads=2,
+    intermediate_size=32,
+    max_position_embeddings=32,
+    num_labels=2,
+)
+args = TrainingArguments(
+    output_dir=out_dir,
+    max_steps=max_steps,
+    logging_steps=1,
+    per_device_train_batch_size=4,
+    learning_rate=1e-3,
+    use_cpu=True,
+    report_to="none",
+    save_strategy="no",
+    disable_tqdm=True,
+    ddp_backend="gloo",
+    seed=0,
+)
+callback = CraftAiCallback(store_path=store_path)
+trainer = Trainer(
+    model=BertForSequenceClassification(config),
+    args=args,
+    train_dataset=TinyDataset(64),
+    callbacks=[callback],
+)
+trainer.train()
+recorded = callback.recorder is not None
+if trainer.is_world_process_zero():
+    with open(history_path, "w") as file:
+        json.dump(
+            {
+                "world_size": args.world_size,
+                "distributed": dist.is_available() and dist.is_initialized(),
+                "backend": dist.get_backend() if dist.is_initialized() else None,
+                "rank0_recorded": recorded,
+                "log_history": trainer.state.log_history,
+            },
+            file,
+        )
+else:
+    # the other rank must not even have opened a run
+    assert not recorded, "a process other than the world process zero opened a run"
+"""
+
+
+def expected_lists(history: list[dict[str, Any]]) -> dict[str, list[float]]:
+    """Every training log entry before the train summary, key by key, in order."""
+    lists: dict[str, list[float]] = {}
+    for entry in history:
+        if SUMMARY in entry:
+            break
+        for key, value in entry.items():
+            if key != "step":
+                lists.setdefault(safe_name(key), []).append(value)
+    return lists
+
+
+def run_torchrun(tmp_path: Path) -> tuple[Path, dict[str, Any]]:
+    script = tmp_path / "train_ddp.py"
+    script.write_text(SCRIPT)
+    store_path = tmp_path / "store" / "metrics.db"
+    history_path = tmp_path / "history.json"
+    env = dict(os.environ)
+    env.update(
+        HF_HUB_OFFLINE="1",
+        OMP_NUM_THREADS="1",
+        CUDA_VISIBLE_DEVICES="",
+        TOKENIZERS_PARALLELISM="false",
+        CRAFT_CALLBACKS_VERBOSITY="warning",
+    )
+    for name in CLEARED_ENV:  # outside any platform execution, recording on
+        env.pop(name, None)
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--standalone",
+        str(script),
+        str(tmp_path / "out"),
+        str(store_path),
+        str(history_path),
+        str(MAX_STEPS),
+    ]
+    # its own session, so a timeout ends torchrun and both workers together
+    with subprocess.Popen(
+        command,
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    ) as done:
+        try:
+            _, stderr = done.communicate(timeout=TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            os.killpg(done.pid, signal.SIGKILL)
+            _, stderr = done.communicate()
+            pytest.fail(f"torchrun did not finish in {TIMEOUT_S} s; stderr:\n{stderr[-8000:]}")
+    assert done.returncode == 0, f"torchrun exited {done.returncode}; stderr:\n{stderr[-8000:]}"
+    assert history_path.exists(), f"rank 0 wrote no log history; stderr:\n{stderr[-8000:]}"
+    return store_path, json.loads(history_path.read_text())
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_record_each_value_once(tmp_path: Path) -> None:
+    store_path, result = run_torchrun(tmp_path)
+    assert result["world_size"] == 2 and result["distributed"], result
+    assert result["backend"] == "gloo"
+    assert result["rank0_recorded"]
+    history = result["log_history"]
+    expected = expected_lists(history)
+    assert len(expected["loss"]) == MAX_STEPS
+
+    store = LocalStore(store_path)
+    try:
+        runs = store.executions()
+        assert len(runs) == 1, f"expected one run, found {len(runs)}: {runs}"
+        run = runs[0]
+        assert run["status"] == "success"
+        run_id = run["execution_id"]
+        rows = store.get_list_metrics()
+        assert all(row["execution_id"] == run_id for row in rows)
+        lists = {row["name"]: row["values"] for row in rows}
+        assert len(lists) == len(rows), "a list metric appears twice"
+        assert lists == expected  # value for value: nothing from rank 1, nothing twice
+        for name, values in lists.items():
+            steps = [step for step, _ in store.list_series(run_id, name)]
+            assert len(steps) == len(set(steps)) == len(values), name
+        assert [step for step, _ in store.list_series(run_id, "loss")] == list(range(1, MAX_STEPS + 1))
+        scalars = {row["name"]: row["value"] for row in store.get_metrics()}
+        summary = history[-1]
+        assert SUMMARY in summary
+        assert scalars[SUMMARY] == summary[SUMMARY]
+        assert scalars["train_loss"] == summary["train_loss"]
+    finally:
+        store.close()
