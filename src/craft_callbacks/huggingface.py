@@ -27,9 +27,7 @@ from craft_callbacks.hyperparameters import flatten
 from craft_callbacks.recorder import MetricRecorder
 from craft_callbacks.runs import Runs, disabled_by_environment
 
-TRAIN_SUMMARY_KEYS: Final = frozenset(
-    {"train_runtime", "train_samples_per_second", "train_steps_per_second", "total_flos", "train_loss"}
-)
+SUMMARY_KEY: Final = "train_runtime"  # in every train summary the Trainer logs (speed_metrics)
 
 __all__ = ["CraftAiCallback"]
 
@@ -93,6 +91,7 @@ class CraftAiCallback(TrainerCallback):
         self.log_hyperparameters = log_hyperparameters
         self.runs = Runs(recorder, sink, **recorder_options) if self.enabled else None
         self._training = False
+        self._training_chief = False
 
     @property
     def recorder(self) -> MetricRecorder | None:
@@ -100,6 +99,9 @@ class CraftAiCallback(TrainerCallback):
         return self.runs.current if self.runs else None
 
     def _chief(self, args: TrainingArguments, state: TrainerState) -> bool:
+        """Whether this process records; decided once per training (``args.process_index`` is costly)."""
+        if self._training:
+            return self._training_chief
         return self.runs is not None and state.is_world_process_zero and args.process_index == 0
 
     def _named(self, logs: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -110,10 +112,11 @@ class CraftAiCallback(TrainerCallback):
     def on_train_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
-        if not self._chief(args, state):
+        self._training_chief = self._chief(args, state)
+        self._training = True
+        if not self._training_chief:
             return
         assert self.runs is not None
-        self._training = True
         params = hyperparameters(args, kwargs.get("model")) if self.log_hyperparameters else None
         self.runs.start(expected_log_events(args, state), params, pipeline_name=args.run_name or None)
 
@@ -128,7 +131,7 @@ class CraftAiCallback(TrainerCallback):
         if not logs or not self._chief(args, state):
             return
         assert self.runs is not None
-        if self._training and TRAIN_SUMMARY_KEYS.isdisjoint(logs):
+        if self._training and SUMMARY_KEY not in logs:
             self.runs.log_step(self._named(logs), state.global_step)
         else:
             self.runs.log_final(self._named(logs))
@@ -148,8 +151,10 @@ class CraftAiCallback(TrainerCallback):
     def on_train_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
-        if not self._chief(args, state):
+        chief = self._chief(args, state)
+        self._training = False
+        self._training_chief = False
+        if not chief:
             return
         assert self.runs is not None
-        self._training = False
         self.runs.end("success")
