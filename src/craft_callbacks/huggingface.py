@@ -131,8 +131,10 @@ class CraftAiCallback(TrainerCallback):
         if not logs or not self._chief(args, state):
             return
         assert self.runs is not None
+        recorder = self.runs.current
         if self._training and SUMMARY_KEY not in logs:
-            self.runs.log_step(self._named(logs), state.global_step)
+            if recorder is not None:  # the hot path: straight to the recorder
+                recorder.log_step(self._named(logs) if self.prefix else logs, state.global_step)
         else:
             self.runs.log_final(self._named(logs))
 
