@@ -7,6 +7,7 @@ the same store, only the world process zero may record.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -36,15 +37,19 @@ CLEARED_ENV = (
 
 SCRIPT = """
 import json
+import os
 import sys
+
+out_dir, store_path, history_path, pids_dir = sys.argv[1:5]
+max_steps = int(sys.argv[5])
+with open(os.path.join(pids_dir, os.environ["RANK"]), "w") as file:
+    file.write(str(os.getpid()))  # first thing, so the test can end this worker if the run hangs
 
 import torch
 import torch.distributed as dist
 from transformers import BertConfig, BertForSequenceClassification, Trainer, TrainingArguments
 
 from craft_callbacks.huggingface import CraftAiCallback
-
-out_dir, store_path, history_path, max_steps = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 
 
 class TinyDataset(torch.utils.data.Dataset):
@@ -127,6 +132,8 @@ def run_torchrun(tmp_path: Path) -> tuple[Path, dict[str, Any]]:
     script.write_text(SCRIPT)
     store_path = tmp_path / "store" / "metrics.db"
     history_path = tmp_path / "history.json"
+    pids = tmp_path / "pids"
+    pids.mkdir()
     env = dict(os.environ)
     env.update(
         HF_HUB_OFFLINE="1",
@@ -147,27 +154,44 @@ def run_torchrun(tmp_path: Path) -> tuple[Path, dict[str, Any]]:
         str(tmp_path / "out"),
         str(store_path),
         str(history_path),
+        str(pids),
         str(MAX_STEPS),
     ]
-    # its own session, so a timeout ends torchrun and both workers together
-    with subprocess.Popen(
-        command,
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    ) as done:
+    log_path = tmp_path / "torchrun.log"
+    # Output to a file, not a pipe: a worker left behind cannot block the reading.
+    with (
+        log_path.open("w") as log,
+        subprocess.Popen(command, cwd=tmp_path, env=env, stdout=log, stderr=log) as torchrun,
+    ):
         try:
-            _, stderr = done.communicate(timeout=TIMEOUT_S)
+            torchrun.wait(timeout=TIMEOUT_S)
         except subprocess.TimeoutExpired:
-            os.killpg(done.pid, signal.SIGKILL)
-            _, stderr = done.communicate()
-            pytest.fail(f"torchrun did not finish in {TIMEOUT_S} s; stderr:\n{stderr[-8000:]}")
-    assert done.returncode == 0, f"torchrun exited {done.returncode}; stderr:\n{stderr[-8000:]}"
-    assert history_path.exists(), f"rank 0 wrote no log history; stderr:\n{stderr[-8000:]}"
+            end_hung_run(torchrun, pids, script)
+            pytest.fail(f"torchrun did not finish in {TIMEOUT_S} s; output:\n{tail(log_path)}")
+    assert torchrun.returncode == 0, f"torchrun exited {torchrun.returncode}; output:\n{tail(log_path)}"
+    assert history_path.exists(), f"rank 0 wrote no log history; output:\n{tail(log_path)}"
     return store_path, json.loads(history_path.read_text())
+
+
+def tail(log_path: Path) -> str:
+    return log_path.read_text(errors="replace")[-8000:]
+
+
+def end_hung_run(torchrun: subprocess.Popen[Any], pids: Path, script: Path) -> None:
+    """torchrun ends its workers on SIGTERM; the workers (in sessions of their own) are killed
+    by their pid as well, in case torchrun could not."""
+    torchrun.terminate()
+    try:
+        torchrun.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        torchrun.kill()
+        torchrun.wait()
+    for pid_file in pids.iterdir():
+        with contextlib.suppress(ValueError, OSError):
+            pid = int(pid_file.read_text())
+            # only a process still running this test's script (never a pid reused since)
+            if str(script).encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+                os.kill(pid, signal.SIGKILL)
 
 
 @pytest.mark.slow
