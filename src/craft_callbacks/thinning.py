@@ -120,7 +120,12 @@ class ListThinner:
         return kept
 
     def _phases(self, count: int) -> list[int]:
-        """Graceful thinning when the total is unknown: strides 1, 2, 4, ..."""
+        """Graceful thinning when the total is unknown: strides 1, 2, 4, ...
+
+        Kept positions are computed by stride arithmetic, in time proportional
+        to what is kept, not to the chunk: a long run thinned hard costs the
+        worker little.
+        """
         if not self._graceful:
             self._graceful = True
             self._phase_room = self.cap // 2 - self.kept
@@ -128,17 +133,21 @@ class ListThinner:
                 self._next_phase(0)
         room = self._room
         kept: list[int] = []
-        for index in range(count):
-            if len(kept) >= room:
+        position = 0  # the next index of the chunk to consider
+        while position < count and len(kept) < room:
+            if self._skip >= count - position:  # the rest of the chunk is skipped
+                self._skip -= count - position
                 break
-            if self._skip:
-                self._skip -= 1
-                continue
-            kept.append(index)
-            self._skip = self._stride - 1
-            self._phase_room -= 1
+            position += self._skip  # the next kept index
+            take = min(self._phase_room, room - len(kept), (count - 1 - position) // self._stride + 1)
+            kept.extend(range(position, position + take * self._stride, self._stride))
+            last = position + (take - 1) * self._stride
+            self._phase_room -= take
             if self._phase_room <= 0:
                 self._next_phase(len(kept))
+            else:
+                self._skip = self._stride - 1
+            position = last + 1
         return kept
 
     def _next_phase(self, kept_now: int) -> None:
