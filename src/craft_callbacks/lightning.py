@@ -32,9 +32,16 @@ from lightning.pytorch.loggers.logger import Logger
 from lightning.pytorch.utilities import rank_zero_only
 
 from craft_callbacks.hyperparameters import flatten
-from craft_callbacks.recorder import MetricRecorder
+from craft_callbacks.recorder import (
+    DEFAULT_CLOSE_TIMEOUT_S,
+    DEFAULT_FLUSH_EVENTS,
+    DEFAULT_FLUSH_INTERVAL_S,
+    MetricRecorder,
+)
 from craft_callbacks.runs import Runs, disabled_by_environment
+from craft_callbacks.sinks.craft_ai import DEFAULT_REQUEST_TIMEOUT_S
 from craft_callbacks.sinks.local_store import default_store_path
+from craft_callbacks.thinning import DEFAULT_MAX_LIST_VALUES
 
 __all__ = ["CraftAiLogger"]
 
@@ -84,11 +91,11 @@ class CraftAiLogger(Logger):
         name: str | None = None,
         prefix: str = "",
         store_path: str | None = None,
-        max_list_values: int = 50_000,
-        flush_interval: float = 2.0,
-        flush_events: int = 4096,
-        close_timeout: float = 30.0,
-        request_timeout: float = 30.0,
+        max_list_values: int = DEFAULT_MAX_LIST_VALUES,
+        flush_interval: float = DEFAULT_FLUSH_INTERVAL_S,
+        flush_events: int = DEFAULT_FLUSH_EVENTS,
+        close_timeout: float = DEFAULT_CLOSE_TIMEOUT_S,
+        request_timeout: float = DEFAULT_REQUEST_TIMEOUT_S,
     ) -> None:
         super().__init__()
         self._name = name
