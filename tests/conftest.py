@@ -56,3 +56,18 @@ def platform(isolated: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Platfo
         monkeypatch.setenv("CRAFT_AI_CONTROL_URL", emulator.url)
         monkeypatch.setenv("CRAFT_AI_EXECUTION_ID", PLATFORM_EXECUTION_ID)
         yield emulator
+
+
+@pytest.fixture
+def digitalhub(isolated: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
+    """A running DigitalHubEmulator (tests/digitalhub_emulator.py), with the real ``digitalhub``
+    SDK configured for it through the environment and its global caches reset before and
+    after: ``dh.get_or_create_project(...)`` built in the test talks to the emulator.
+    Skips the test when ``digitalhub`` is not installed (imported lazily, here only).
+
+    Named like the SDK package: in a test taking it, ``digitalhub`` is the emulator, so import
+    the SDK under another name (``dh = pytest.importorskip("digitalhub")``).
+    """
+    from digitalhub_emulator import digitalhub_backend
+
+    yield from digitalhub_backend(isolated, monkeypatch)

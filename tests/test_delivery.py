@@ -173,3 +173,60 @@ def test_a_forked_child_writes_nothing_to_the_store(store: LocalStore) -> None:
     assert store.get_list_metrics(execution_id=recorder.execution_id)[0]["values"] == [
         float(step) for step in range(100)
     ]
+
+
+class SlowSink(MemorySink):
+    """Accepts every request, slowly: a sink that cannot keep up with a tight logging loop."""
+
+    def record_list_metric_values(self, name: str, values: Number | list[Number]) -> None:
+        threading.Event().wait(0.01)
+        super().record_list_metric_values(name, values)
+
+
+def buffered_events(recorder: MetricRecorder) -> int:
+    """How many logged events the recorder still holds, not yet taken by its worker."""
+    return max(len(series.steps) for series in recorder._series.values())
+
+
+def test_logging_faster_than_delivery_keeps_a_bounded_buffer_and_loses_nothing() -> None:
+    sink = SlowSink()
+    recorder = MetricRecorder(sink, flush_events=50, flush_interval=60)
+    most = 0
+    for step in range(5_000):
+        recorder.log_step({"a": float(step), "b": -float(step)})
+        most = max(most, buffered_events(recorder))
+    recorder.close()
+    # The caller waits for the worker once 4 wakes' worth of events are waiting (checked each wake).
+    assert most <= 5 * 50 + 1
+    assert sink.lists["a"] == [float(step) for step in range(5_000)]
+    assert sink.lists["b"] == [-float(step) for step in range(5_000)]
+
+
+def test_a_hanging_sink_costs_one_short_wait_not_one_per_wake() -> None:
+    entered, release = threading.Event(), threading.Event()
+
+    class HangingSink(MemorySink):
+        def record_list_metric_values(self, name: str, values: Number | list[Number]) -> None:
+            entered.set()
+            release.wait(30)
+            super().record_list_metric_values(name, values)
+
+    sink = HangingSink()
+    recorder = MetricRecorder(sink, flush_events=50, flush_interval=60)
+    waits = []
+    wait_for_round = recorder._worker.wait_for_round
+
+    def counted(timeout: float) -> bool:
+        waits.append(timeout)
+        return wait_for_round(timeout)
+
+    recorder._worker.wait_for_round = counted  # type: ignore[method-assign]
+    for step in range(60):  # past the first wake: the worker takes these and hangs in the sink
+        recorder.log_step({"loss": float(step)})
+    assert entered.wait(10)
+    for step in range(60, 3_000):
+        recorder.log_step({"loss": float(step)})
+    assert len(waits) == 1  # the worker made no progress in that wait: the caller stops waiting
+    release.set()
+    recorder.close()
+    assert sink.lists["loss"] == [float(step) for step in range(3_000)]

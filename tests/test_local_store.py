@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -183,3 +184,29 @@ def test_an_existing_store_reopens_and_keeps_its_runs(tmp_path: Path) -> None:
     store = LocalStore(path)
     assert [row["values"] for row in store.get_list_metrics(name="loss")] == [[1.0], [2.0]]
     assert {run["execution_id"] for run in store.executions()} == {first.execution_id, second.execution_id}
+
+
+def test_a_schema_1_store_is_moved_to_chunks_with_its_values_and_steps(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    with closing(sqlite3.connect(path)) as db, db:
+        db.executescript(
+            """
+            CREATE TABLE executions (execution_id TEXT PRIMARY KEY, pipeline_name TEXT,
+                deployment_name TEXT, created_at TEXT NOT NULL, ended_at TEXT,
+                status TEXT NOT NULL DEFAULT 'running', hyperparameters TEXT NOT NULL DEFAULT '{}');
+            CREATE TABLE metrics (execution_id TEXT NOT NULL, name TEXT NOT NULL, value NOT NULL,
+                created_at TEXT NOT NULL, PRIMARY KEY (execution_id, name)) WITHOUT ROWID;
+            CREATE TABLE lists (list_id INTEGER PRIMARY KEY, execution_id TEXT NOT NULL,
+                name TEXT NOT NULL, created_at TEXT NOT NULL, UNIQUE (execution_id, name));
+            CREATE TABLE list_values (list_id INTEGER NOT NULL, seq INTEGER NOT NULL, step INTEGER,
+                value NOT NULL, PRIMARY KEY (list_id, seq)) WITHOUT ROWID;
+            INSERT INTO executions (execution_id, created_at) VALUES ('run-1', '2026-11-01T00:00:00');
+            INSERT INTO lists VALUES (1, 'run-1', 'loss', '2026-11-01T00:00:00');
+            INSERT INTO list_values VALUES (1, 0, 10, 0.5), (1, 1, 20, 0.25), (1, 2, NULL, 3);
+            PRAGMA user_version = 1;
+            """
+        )
+    store = LocalStore(path)
+    assert store.list_series("run-1", "loss") == [(10, 0.5), (20, 0.25), (None, 3)]
+    store.write("run-1", lists=[("loss", [30], [0.125])])
+    assert [row["values"] for row in store.get_list_metrics("loss")] == [[0.5, 0.25, 3, 0.125]]

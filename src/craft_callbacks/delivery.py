@@ -104,6 +104,7 @@ class Destination:
         self.pending = Outbox()
         self.rejected: dict[str, str] = {}
         self.rejected_values = 0
+        self.progress = 0  # counts the units of work done (a request accepted, a write)
 
     def deliver(self, new: Outbox) -> None:
         """Take the new values and send everything pending; raises on a transient failure."""
@@ -133,6 +134,7 @@ class Destination:
             del steps[: len(chunk)]
             del values[: len(chunk)]
             self._after_list_accepted(name, len(chunk))
+            self.progress += 1
         del self.pending.lists[name]
 
     def _send_scalar(self, name: str) -> None:
@@ -202,6 +204,7 @@ class StoreDestination(Destination):
             scalars=self.pending.scalars,
         )
         self.pending = Outbox()
+        self.progress += 1
 
     def record_hyperparameters(self, params: Mapping[str, Any]) -> None:
         self.sink.set_hyperparameters(self.execution_id, params)
@@ -232,6 +235,7 @@ class DeliveryWorker:
         self._state = threading.Condition()
         self._requested = 0
         self._done = 0
+        self.rounds = 0
         self._stopping = False
         self._deadline = float("inf")
         self._failures = 0
@@ -254,6 +258,13 @@ class DeliveryWorker:
     def request_flush(self) -> None:
         """Wake the worker now (a buffer is large); returns at once."""
         self._wake.set()
+
+    def wait_for_round(self, timeout: float) -> bool:
+        """Wake the worker and wait until it has collected once more; False on timeout."""
+        with self._state:
+            seen = self.rounds
+            self._wake.set()
+            return self._state.wait_for(lambda: self.rounds > seen or not self.alive, timeout)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything collected before this call is delivered; False on timeout."""
@@ -299,6 +310,9 @@ class DeliveryWorker:
     def _round(self, final: bool) -> bool:
         try:
             self._collect(self.outbox, final)
+            with self._state:
+                self.rounds += 1
+                self._state.notify_all()
             if self.outbox or self.destination.pending:
                 self.destination.deliver(self.outbox)
         except Exception as error:

@@ -44,6 +44,12 @@ from craft_callbacks.values import NON_FINITE, Number, Rejected, describe_type, 
 DEFAULT_FLUSH_INTERVAL_S: Final = 2.0
 DEFAULT_CLOSE_TIMEOUT_S: Final = 30.0
 DEFAULT_FLUSH_EVENTS: Final = 4096
+# The caller waits for the worker when this many flush wakes' worth of events are
+# still in memory: it bounds the buffers when logging outpaces delivery.
+BACKLOG_WAKES: Final = 4
+# The longest such wait; after one in which the worker got nothing done (a stalled
+# sink) the caller does not wait again until the worker moves on.
+BACKLOG_WAIT_S: Final = 0.2
 
 _live: weakref.WeakSet[MetricRecorder] = weakref.WeakSet()
 _hooks_installed = False
@@ -143,6 +149,9 @@ class MetricRecorder:
         self._events = 0
         self._flush_events = int(flush_events)
         self._wake_at = self._flush_events
+        self._backlog_limit = BACKLOG_WAKES * self._flush_events
+        self._collected_events = 0
+        self._stalled_at: tuple[int, int] | None = None
         self._closed = False
         self._inert = False
         self._warned: set[tuple[str, str]] = set()
@@ -210,6 +219,8 @@ class MetricRecorder:
             if events >= self._wake_at:
                 self._wake_at = events + self._flush_events
                 self._worker.request_flush()
+                if events - self._collected_events >= self._backlog_limit:
+                    self._wait_for_worker()
             if self._deferred:
                 self._emit_deferred()
         except Exception as error:  # never into the training loop
@@ -425,6 +436,22 @@ class MetricRecorder:
             "some metrics of this call may be missing",
         )
 
+    def _wait_for_worker(self) -> None:
+        """Logging outpaces delivery: let the worker take the backlog, so memory stays bounded.
+
+        Only a loop that logs faster than the sink can write ever gets here (a
+        training step that computes anything is far slower). A stalled sink
+        (a request hanging until its timeout) costs one short wait, not one per wake.
+        """
+        worker = self._worker
+        before = (worker.rounds, self._destination.progress)
+        if before == self._stalled_at:
+            return
+        if worker.wait_for_round(BACKLOG_WAIT_S):
+            return
+        if (worker.rounds, self._destination.progress) == before:
+            self._stalled_at = before
+
     def _log_step_after_close(self, metrics: Mapping[Any, Any]) -> None:
         if self._inert:
             return
@@ -470,6 +497,7 @@ class MetricRecorder:
         # Read after taking: every value taken belongs to an event already counted, so a
         # list's rate (values per event) is never overestimated, however late this thread ran.
         events, expected = self._events, self._expected_events
+        self._collected_events = events
         for series, steps, values in taken:
             if not values:
                 continue

@@ -11,12 +11,15 @@ many values the platform held before this run's first one) and ``accepted``
 (how many of this run's values it accepted). A crash between the platform's
 acceptance and the spool's update is healed by comparing with the count the
 platform reports: ``platform count - base`` values were accepted, whatever
-the spool last wrote. Only names, numbers and execution ids are stored: never
+the spool last wrote. Each round spools one row per list (its new values as
+one JSON array, which Python writes and reads back exactly), so spooling
+stays a few statements however fast values come. Only names, numbers and execution ids are stored: never
 a token or a URL.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import threading
@@ -45,11 +48,12 @@ _SCHEMA: Final = (
         owner_pid INTEGER,
         PRIMARY KEY (execution_id, name)
     ) WITHOUT ROWID""",
-    """CREATE TABLE IF NOT EXISTS spool_values (
+    """CREATE TABLE IF NOT EXISTS spool_chunks (
         execution_id TEXT NOT NULL,
         name TEXT NOT NULL,
         seq INTEGER NOT NULL,
-        value NOT NULL,
+        count INTEGER NOT NULL,
+        vals TEXT NOT NULL,
         PRIMARY KEY (execution_id, name, seq)
     ) WITHOUT ROWID""",
     """CREATE TABLE IF NOT EXISTS spool_scalars (
@@ -144,10 +148,10 @@ class Spool:
                     "ON CONFLICT DO UPDATE SET spooled = excluded.spooled, owner_pid = excluded.owner_pid",
                     (execution_id, name, first + len(values), pid),
                 )
-                db.executemany(
-                    "INSERT OR REPLACE INTO spool_values (execution_id, name, seq, value) "
-                    "VALUES (?, ?, ?, ?)",
-                    [(execution_id, name, first + index, value) for index, value in enumerate(values)],
+                db.execute(
+                    "INSERT OR REPLACE INTO spool_chunks (execution_id, name, seq, count, vals) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (execution_id, name, first, len(values), json.dumps(values)),
                 )
             db.executemany(
                 "INSERT INTO spool_scalars (execution_id, name, value, owner_pid) VALUES (?, ?, ?, ?) "
@@ -172,7 +176,7 @@ class Spool:
                 (accepted, execution_id, name),
             )
             db.execute(
-                "DELETE FROM spool_values WHERE execution_id = ? AND name = ? AND seq < ?",
+                "DELETE FROM spool_chunks WHERE execution_id = ? AND name = ? AND seq + count <= ?",
                 (execution_id, name, accepted),
             )
 
@@ -183,7 +187,7 @@ class Spool:
                 "UPDATE spool_lists SET refused = ? WHERE execution_id = ? AND name = ?",
                 (message, execution_id, name),
             )
-            db.execute("DELETE FROM spool_values WHERE execution_id = ? AND name = ?", (execution_id, name))
+            db.execute("DELETE FROM spool_chunks WHERE execution_id = ? AND name = ?", (execution_id, name))
 
     def scalar_done(self, execution_id: str, name: str, value: Number) -> None:
         """The platform accepted this scalar value (a newer one, if spooled since, stays)."""
@@ -214,22 +218,21 @@ class Spool:
         ).fetchall()
         return [
             SpooledList(
-                execution_id,
-                name,
-                base,
-                accepted,
-                [
-                    row[0]
-                    for row in db.execute(
-                        "SELECT value FROM spool_values WHERE execution_id = ? AND name = ? AND seq >= ? "
-                        "ORDER BY seq",
-                        (execution_id, name, accepted),
-                    )
-                ],
-                owner_pid,
+                execution_id, name, base, accepted, self._values(execution_id, name, accepted), owner_pid
             )
             for execution_id, name, base, accepted, owner_pid in heads
         ]
+
+    def _values(self, execution_id: str, name: str, start: int) -> list[Number]:
+        """A list's spooled values from sequence number ``start`` on, in order."""
+        values: list[Number] = []
+        for seq, chunk in self._connection().execute(
+            "SELECT seq, vals FROM spool_chunks WHERE execution_id = ? AND name = ? AND seq + count > ? "
+            "ORDER BY seq",
+            (execution_id, name, start),
+        ):
+            values.extend(json.loads(chunk)[max(0, start + len(values) - seq) :])
+        return values
 
     def pending_scalars(self) -> list[tuple[str, str, Number, int | None]]:
         """Every scalar still to deliver: (execution_id, name, value, owner pid)."""

@@ -101,6 +101,7 @@ class PlatformDestination(Destination):
             self.spool.add(self.execution_id, lists, dict(new.scalars))
             for name, (first, values) in lists.items():
                 self._spooled[name] = first + len(values)
+            self.progress += 1
         super().deliver(new)
 
     def _before_list(self, name: str) -> None:

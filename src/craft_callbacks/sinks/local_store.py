@@ -6,6 +6,12 @@ runs the same on local and platform data. It also keeps what the platform has
 no place for: each list value's step, each run's status and hyperparameters.
 Several processes may write one store at once: SQLite's WAL and a busy
 timeout serialise them, and nothing is lost.
+
+Each write keeps a list's new values and their steps as one chunk (two JSON
+arrays, which Python writes and reads back exactly, ints and floats alike).
+A flush is then a few statements however many values it carries: a
+row per value would make the writer hand the interpreter lock back and forth
+once per value, which crawls beside a busy training thread.
 """
 
 from __future__ import annotations
@@ -20,7 +26,6 @@ import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from datetime import datetime, timezone
-from itertools import repeat
 from pathlib import Path
 from typing import Any, Final
 
@@ -29,7 +34,7 @@ from craft_callbacks.values import Number, Rejected, to_number
 
 STORE_ENV: Final = "CRAFT_CALLBACKS_STORE"
 DEFAULT_STORE_PATH: Final = Path("craft_metrics") / "metrics.db"
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 _BUSY_TIMEOUT_S: Final = 60.0
 
 _SCHEMA: Final = """
@@ -56,17 +61,16 @@ CREATE TABLE IF NOT EXISTS lists (
     created_at TEXT NOT NULL,
     UNIQUE (execution_id, name)
 );
-CREATE TABLE IF NOT EXISTS list_values (
+CREATE TABLE IF NOT EXISTS list_chunks (
     list_id INTEGER NOT NULL REFERENCES lists (list_id),
     seq INTEGER NOT NULL,
-    step INTEGER,
-    value NOT NULL,
+    count INTEGER NOT NULL,
+    steps TEXT NOT NULL,
+    vals TEXT NOT NULL,
     PRIMARY KEY (list_id, seq)
 ) WITHOUT ROWID;
 """
-_TABLES: Final = {"executions", "metrics", "lists", "list_values"}
-
-_VALUES_OF_LIST: Final = "SELECT value FROM list_values WHERE list_id = ? ORDER BY seq"
+_TABLES: Final = {"executions", "metrics", "lists", "list_chunks"}
 
 ListBatch = tuple[str, Sequence[int | None], Sequence[Number]]
 
@@ -175,6 +179,8 @@ class LocalStore:
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
                         db.execute(statement)
+                if "list_values" in tables:
+                    _chunk_list_values(db)
                 db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except sqlite3.DatabaseError as error:
             self.close()
@@ -342,13 +348,13 @@ class LocalStore:
                     (execution_id, name, now),
                 )
                 list_id, start = db.execute(
-                    "SELECT l.list_id, COALESCE(MAX(v.seq) + 1, 0) FROM lists l "
-                    "LEFT JOIN list_values v USING (list_id) WHERE l.execution_id = ? AND l.name = ?",
+                    "SELECT l.list_id, COALESCE(MAX(c.seq + c.count), 0) FROM lists l "
+                    "LEFT JOIN list_chunks c USING (list_id) WHERE l.execution_id = ? AND l.name = ?",
                     (execution_id, name),
                 ).fetchone()
-                db.executemany(
-                    "INSERT INTO list_values (list_id, seq, step, value) VALUES (?, ?, ?, ?)",
-                    zip(repeat(list_id), range(start, start + len(values)), steps, values, strict=False),
+                db.execute(
+                    "INSERT INTO list_chunks (list_id, seq, count, steps, vals) VALUES (?, ?, ?, ?, ?)",
+                    (list_id, start, len(values), json.dumps(list(steps)), json.dumps(list(values))),
                 )
             if scalars:
                 db.executemany(
@@ -427,7 +433,7 @@ class LocalStore:
         return [
             {
                 "name": head[0],
-                "values": [row[0] for row in db.execute(_VALUES_OF_LIST, (head[5],))],
+                "values": [value for _, value in _series(db, head[5])],
                 "created_at": head[1],
                 "execution_id": head[2],
                 "deployment_name": head[3],
@@ -438,15 +444,34 @@ class LocalStore:
 
     def list_series(self, execution_id: str, name: str) -> list[tuple[int | None, Number]]:
         """One list metric of one run as ``(step, value)`` pairs, in recording order."""
-        return (
-            self._connection()
-            .execute(
-                "SELECT v.step, v.value FROM list_values v JOIN lists l USING (list_id) "
-                "WHERE l.execution_id = ? AND l.name = ? ORDER BY v.seq",
-                (execution_id, name),
-            )
-            .fetchall()
+        db = self._connection()
+        row = db.execute(
+            "SELECT list_id FROM lists WHERE execution_id = ? AND name = ?", (execution_id, name)
+        ).fetchone()
+        return _series(db, row[0]) if row else []
+
+
+def _series(db: sqlite3.Connection, list_id: int) -> list[tuple[int | None, Number]]:
+    """A list's ``(step, value)`` pairs in recording order, from its chunks."""
+    pairs: list[tuple[int | None, Number]] = []
+    for steps, values in db.execute(
+        "SELECT steps, vals FROM list_chunks WHERE list_id = ? ORDER BY seq", (list_id,)
+    ):
+        pairs.extend(zip(json.loads(steps), json.loads(values), strict=True))
+    return pairs
+
+
+def _chunk_list_values(db: sqlite3.Connection) -> None:
+    """Move a schema-1 store's one-row-per-value lists into chunks (one per list)."""
+    for (list_id,) in db.execute("SELECT DISTINCT list_id FROM list_values").fetchall():
+        rows = db.execute(
+            "SELECT step, value FROM list_values WHERE list_id = ? ORDER BY seq", (list_id,)
+        ).fetchall()
+        db.execute(
+            "INSERT INTO list_chunks (list_id, seq, count, steps, vals) VALUES (?, 0, ?, ?, ?)",
+            (list_id, len(rows), json.dumps([row[0] for row in rows]), json.dumps([row[1] for row in rows])),
         )
+    db.execute("DROP TABLE list_values")
 
 
 def enable_wal(db: sqlite3.Connection) -> None:
