@@ -63,10 +63,9 @@ def digitalhub(isolated: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[obje
     """A running DigitalHubEmulator (tests/digitalhub_emulator.py), with the real ``digitalhub``
     SDK configured for it through the environment and its global caches reset before and
     after: ``dh.get_or_create_project(...)`` built in the test talks to the emulator.
-    Skips the test when ``digitalhub`` is not installed (imported lazily, here only).
 
     Named like the SDK package: in a test taking it, ``digitalhub`` is the emulator, so import
-    the SDK under another name (``dh = pytest.importorskip("digitalhub")``).
+    the SDK under another name (``import digitalhub as dh``).
     """
     from digitalhub_emulator import digitalhub_backend
 

@@ -192,6 +192,9 @@ class _Handler(BaseHTTPRequestHandler):
     def do_DELETE(self) -> None:
         self._dispatch()
 
+    def do_PATCH(self) -> None:
+        self._dispatch()
+
     def _dispatch(self) -> None:
         emulator = self.server.emulator
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
@@ -238,6 +241,7 @@ class DigitalHubEmulator:
         self._fault_routes: frozenset[str] = METRIC_ROUTES
         self._fail_next: list[int] = []
         self._drop_next = 0
+        self._drop_after_storing_next = 0
         self._failure_rate = 0.0
         self._latency_s = 0.0
         self._log: list[LoggedRequest] = []
@@ -299,6 +303,11 @@ class DigitalHubEmulator:
         with self._lock:
             self._fail_next.extend([status] * count)
 
+    def drop_after_storing_next(self, count: int = 1) -> None:
+        """Store the next ``count`` requests on ``fault_routes``, then close their connection unanswered."""
+        with self._lock:
+            self._drop_after_storing_next += count
+
     def drop_next(self, count: int = 1) -> None:
         """Close the connection of the next ``count`` requests on ``fault_routes`` unanswered."""
         with self._lock:
@@ -329,7 +338,7 @@ class DigitalHubEmulator:
     def reset_faults(self) -> None:
         with self._lock:
             self._fail_next.clear()
-            self._drop_next = 0
+            self._drop_next = self._drop_after_storing_next = 0
             self._failure_rate = self._latency_s = 0.0
             self._fault_routes = METRIC_ROUTES
 
@@ -429,6 +438,10 @@ class DigitalHubEmulator:
             fault = self._draw_fault(route)
             if fault == "drop":
                 return route, None
+            if fault == "store-then-drop":
+                with self._lock:
+                    self._serve(route, args, query, body)
+                return route, None
             if fault is not None:
                 raise _HttpError(int(fault), f"Injected {fault} error (emulated)")
             with self._lock:
@@ -447,6 +460,9 @@ class DigitalHubEmulator:
             if self._drop_next > 0:
                 self._drop_next -= 1
                 return "drop"
+            if self._drop_after_storing_next > 0:
+                self._drop_after_storing_next -= 1
+                return "store-then-drop"
             if self._failure_rate > 0 and self._rng.random() < self._failure_rate:
                 return 500
             return None
@@ -725,9 +741,9 @@ def digitalhub_backend(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Itera
     through the environment only (DHCORE_ENDPOINT, DHCORE_ACCESS_TOKEN, DH_CONFIG pointing to a
     missing file in ``tmp_path`` so no ~/.dhcore.ini is read or written), with the SDK's
     global caches reset before and after. Skips the test when ``digitalhub`` is missing."""
-    import pytest
 
-    pytest.importorskip("digitalhub")
+    import digitalhub  # noqa: F401  (the test extra installs it: a missing package fails, never skips)
+
     saved = {name: os.environ.get(name) for name in _ENV_CLEARED}
     for name in _ENV_CLEARED:
         monkeypatch.delenv(name, raising=False)

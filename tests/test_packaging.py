@@ -26,6 +26,8 @@ HEAVY_MODULES = (
     "numpy",
     "craft_ai_sdk",
     "requests",
+    "digitalhub",
+    "mlflow",
 )
 
 WARNING_CATEGORIES = (
@@ -110,8 +112,18 @@ def test_pyproject_declares_the_extras() -> None:
     with (ROOT / "pyproject.toml").open("rb") as file:
         project = tomllib.load(file)["project"]
     extras = project["optional-dependencies"]
-    for extra in ("huggingface", "lightning", "keras", "craft", "all", "test"):
+    for extra in ("huggingface", "lightning", "keras", "craft", "digitalhub", "mlflow", "all", "test"):
         assert extra in extras, f"extra {extra!r} missing from pyproject.toml"
     required = " ".join(project.get("dependencies", [])).lower().replace("_", "-")
-    for optional in ("torch", "tensorflow", "jax", "keras", "transformers", "lightning", "craft-ai-sdk"):
+    for optional in (
+        "torch",
+        "tensorflow",
+        "jax",
+        "keras",
+        "transformers",
+        "lightning",
+        "craft-ai-sdk",
+        "digitalhub",
+        "mlflow",
+    ):
         assert optional not in required, f"{optional} must be an extra, not a required dependency"

@@ -7,6 +7,10 @@ import their framework only when used:
 * ``craft_callbacks.lightning.CraftAiLogger`` (Lightning ``Trainer``)
 * ``craft_callbacks.keras.CraftAiKerasCallback`` (Keras ``fit``)
 
+Sinks: the platform (``sink="auto"`` in an execution), :class:`LocalStore`,
+:class:`DigitalHubSink` (a DigitalHub run or model), :class:`MemorySink`;
+``craft_callbacks.mlflow.record_mlflow_run`` copies an MLflow run to any of them.
+
 Importing this package imports no ML framework and not ``craft-ai-sdk``.
 """
 
@@ -19,11 +23,12 @@ from craft_callbacks.exceptions import (
     MetricNameWarning,
     NonFiniteMetricWarning,
     NonNumericMetricWarning,
+    PermanentError,
     RunNotFoundError,
 )
 from craft_callbacks.names import safe_name
 from craft_callbacks.recorder import MetricRecorder
-from craft_callbacks.sinks import LocalStore, MemorySink
+from craft_callbacks.sinks import DigitalHubSink, LocalStore, MemorySink
 
 __version__ = "0.1.0"
 
@@ -31,6 +36,7 @@ __all__ = [
     "CraftCallbacksError",
     "CraftCallbacksWarning",
     "DeliveryWarning",
+    "DigitalHubSink",
     "LocalStore",
     "LocalStoreError",
     "MemorySink",
@@ -39,6 +45,7 @@ __all__ = [
     "MetricRecorder",
     "NonFiniteMetricWarning",
     "NonNumericMetricWarning",
+    "PermanentError",
     "RunNotFoundError",
     "__version__",
     "safe_name",

@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from craft_callbacks.exceptions import DeliveryWarning
+from craft_callbacks.exceptions import DeliveryWarning, PermanentError
 from craft_callbacks.sinks.local_store import LocalStore
 from craft_callbacks.values import Number
 
@@ -71,10 +71,6 @@ class Outbox:
 
     def __bool__(self) -> bool:
         return bool(self.lists or self.scalars)
-
-
-class PermanentError(Exception):
-    """A sink refused values for good (a 4xx other than 401/408/429); retrying will not help."""
 
 
 def is_permanent(error: BaseException) -> bool:

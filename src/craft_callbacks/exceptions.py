@@ -43,3 +43,11 @@ class LocalStoreError(CraftCallbacksError):
 
 class RunNotFoundError(CraftCallbacksError):
     """No run, or more than one, answers to a run reference (an id, a prefix, ``latest``)."""
+
+
+class PermanentError(CraftCallbacksError):
+    """A sink refused values for good (a 4xx other than 401/408/429); retrying will not help.
+
+    A sink raises it to have a metric refused (one warning, the other metrics go on)
+    rather than retried.
+    """

@@ -628,7 +628,11 @@ def _destination_for(sink: Any, run: _RunSettings) -> Destination:
         spool = Spool(default_spool_path(run.store_path))
         destination: Destination = PlatformDestination(sink, platform_run, spool, run.request_timeout)
     else:
-        destination = Destination(sink, run.execution_id or new_execution_id(), type(sink).__name__)
+        destination = Destination(
+            sink,
+            run.execution_id or getattr(sink, "execution_id", None) or new_execution_id(),
+            getattr(sink, "description", None) or type(sink).__name__,
+        )
     if run.hyperparameters:
         destination.record_hyperparameters(dict(run.hyperparameters))
     return destination

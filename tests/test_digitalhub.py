@@ -1,0 +1,154 @@
+"""DigitalHubSink: real training runs into real ``digitalhub`` entities, over HTTP to the emulator."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import digitalhub as dh
+import pytest
+
+from craft_callbacks import DeliveryWarning, DigitalHubSink, MetricRecorder
+from craft_callbacks.huggingface import CraftAiCallback
+from digitalhub_emulator import ROUTE_METRIC_PUT, ROUTE_METRICS_READ, DigitalHubEmulator, new_model, new_run
+from test_huggingface import SUMMARY, expected_lists, trainer_with
+
+PROJECT = "metrics-test"
+
+
+@pytest.fixture
+def project(digitalhub: DigitalHubEmulator) -> str:
+    dh.get_or_create_project(PROJECT)
+    return PROJECT
+
+
+def test_a_real_hf_run_lands_on_a_digitalhub_run_every_value_once(
+    project: str, digitalhub: DigitalHubEmulator, tmp_path: Path
+) -> None:
+    run = new_run(project)
+    callback = CraftAiCallback(sink=DigitalHubSink(run))
+    trainer = trainer_with(callback, tmp_path, max_steps=12, eval_strategy="steps", eval_steps=4)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeliveryWarning)  # nothing refused in a normal run
+        trainer.train()
+
+    history = trainer.state.log_history
+    summary = next(entry for entry in history if SUMMARY in entry)
+    lists = expected_lists(history)
+    assert len(lists["loss"]) == 12 and len(lists["eval_loss"]) == 3
+    read_back = dh.get_run(run.id, project=project).metrics  # the SDK's own reading, over HTTP
+    for name, values in lists.items():
+        assert read_back[name] == values
+    for name, value in summary.items():
+        if name in lists:
+            assert read_back[name][-1] == value  # a series keeps its own last value
+        elif name != "step":
+            assert read_back[name] == value
+    assert digitalhub.metrics_of(run) == read_back
+
+
+def test_a_model_takes_series_and_single_values_and_the_last_single_value_wins(
+    project: str, digitalhub: DigitalHubEmulator
+) -> None:
+    model = new_model(project, "classifier")
+    recorder = MetricRecorder(DigitalHubSink(model), flush_interval=60)
+    for step in range(5):
+        recorder.log_step({"loss": 1.0 / (step + 1), "lr": 0.1}, step=step)
+    recorder.log_final({"accuracy": 0.9})
+    recorder.flush()
+    recorder.log_final({"accuracy": 0.95})
+    recorder.close()
+
+    assert model.metrics == {"loss": [1.0, 0.5, 1 / 3, 0.25, 0.2], "lr": [0.1] * 5, "accuracy": 0.95}
+    assert recorder.execution_id == model.id
+
+
+def test_each_flush_costs_one_read_and_one_write_per_metric_not_one_per_value(
+    project: str, digitalhub: DigitalHubEmulator
+) -> None:
+    run = new_run(project)
+    recorder = MetricRecorder(DigitalHubSink(run), flush_interval=60)
+    for flush in range(3):
+        for step in range(100):
+            recorder.log_step({"loss": float(step), "accuracy": step / 100}, step=flush * 100 + step)
+        digitalhub.clear_log()
+        assert recorder.flush(10)
+        assert digitalhub.requests_per_route[ROUTE_METRIC_PUT] == 2
+        assert digitalhub.requests_per_route[ROUTE_METRICS_READ] <= 2 + 2 * (flush == 0)
+    recorder.close()
+    assert run.metrics["loss"] == [float(step) for _ in range(3) for step in range(100)]
+
+
+def test_errors_and_lost_answers_neither_lose_nor_duplicate_a_value(
+    project: str, digitalhub: DigitalHubEmulator
+) -> None:
+    run = new_run(project)
+    recorder = MetricRecorder(DigitalHubSink(run), flush_interval=0.05)
+    digitalhub.fault_routes = {ROUTE_METRIC_PUT}  # the write itself fails, or its answer is lost
+    sent = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for round_ in range(6):
+            if round_ == 1:
+                digitalhub.fail_next(2)  # 500s: nothing stored
+            if round_ == 3:
+                digitalhub.drop_after_storing_next(1)  # stored, but the answer never comes
+            if round_ == 4:
+                digitalhub.drop_next(1)  # connection closed before anything is stored
+            for step in range(50):
+                value = round_ * 1000.0 + step
+                recorder.log_step({"loss": value}, step=round_ * 50 + step)
+                sent.append(value)
+            assert recorder.flush(30)
+        recorder.close()
+
+    assert run.metrics["loss"] == sent
+    assert digitalhub.metrics_of(run)["loss"] == sent
+    assert any(issubclass(w.category, DeliveryWarning) and "retrying" in str(w.message) for w in caught)
+
+
+def test_a_single_value_never_replaces_a_series_it_is_refused_with_one_warning(
+    project: str, digitalhub: DigitalHubEmulator
+) -> None:
+    run = new_run(project)
+    recorder = MetricRecorder(DigitalHubSink(run), flush_interval=60)
+    recorder.log_step({"loss": 0.5})
+    recorder.log_step({"loss": 0.25})
+    recorder.log_final({"loss": 7.0, "f1": 0.8})
+
+    with pytest.warns(DeliveryWarning, match="'loss' is a series") as caught:
+        recorder.close()
+
+    assert len([w for w in caught if "series" in str(w.message)]) == 1
+    assert run.metrics == {"loss": [0.5, 0.25], "f1": 0.8}
+
+
+def test_a_name_holding_a_single_value_is_not_appended_to(
+    project: str, digitalhub: DigitalHubEmulator
+) -> None:
+    run = new_run(project)
+    run.log_metric("loss", 3.0, single_value=True)  # written by someone else before the run
+    recorder = MetricRecorder(DigitalHubSink(run), flush_interval=60)
+    recorder.log_step({"loss": 0.5, "acc": 0.1})
+
+    with pytest.warns(DeliveryWarning, match="'loss' holds a single value"):
+        recorder.close()
+
+    assert run.metrics["acc"] == [0.1]
+    assert run.metrics["loss"] == 0.5  # the end-of-run single value (the last one) wins, as a scalar should
+
+
+def test_an_existing_series_is_appended_to(project: str, digitalhub: DigitalHubEmulator) -> None:
+    run = new_run(project)
+    run.log_metric("loss", [9.0, 8.0])
+    with MetricRecorder(DigitalHubSink(run), flush_interval=60) as recorder:
+        recorder.log_step({"loss": 0.5})
+    assert run.metrics["loss"] == [9.0, 8.0, 0.5]
+
+
+@pytest.mark.parametrize("entity", [object(), "run-id", None])
+def test_anything_but_an_entity_is_refused_at_once(entity: Any) -> None:
+    with pytest.raises(TypeError, match="DigitalHub run or model entity"):
+        DigitalHubSink(entity)
