@@ -9,10 +9,14 @@ from typing import Any
 import digitalhub as dh
 import pytest
 
-from craft_callbacks import DeliveryWarning, DigitalHubSink, MetricRecorder
+from craft_callbacks import DeliveryWarning, DigitalHubSink, MetricRecorder, safe_name
 from craft_callbacks.huggingface import CraftAiCallback
+from craft_callbacks.keras import CraftAiKerasCallback
+from craft_callbacks.lightning import CraftAiLogger
 from digitalhub_emulator import ROUTE_METRIC_PUT, ROUTE_METRICS_READ, DigitalHubEmulator, new_model, new_run
 from test_huggingface import SUMMARY, expected_lists, trainer_with
+from test_keras import data, model
+from test_lightning import Spy, Tiny, loader, trainer
 
 PROJECT = "metrics-test"
 
@@ -47,6 +51,39 @@ def test_a_real_hf_run_lands_on_a_digitalhub_run_every_value_once(
         elif name != "step":
             assert read_back[name] == value
     assert digitalhub.metrics_of(run) == read_back
+
+
+def test_a_real_lightning_run_lands_on_a_digitalhub_model(
+    project: str, digitalhub: DigitalHubEmulator, tmp_path: Path
+) -> None:
+    entity = new_model(project, "tiny")
+    ours, spy = CraftAiLogger(sink=DigitalHubSink(entity)), Spy()
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeliveryWarning)
+        trainer([ours, spy], tmp_path).fit(Tiny(), loader(), loader(3, seed=1))
+
+    expected: dict[str, list[float]] = {}
+    for _, metrics in spy.calls:
+        for key, value in metrics.items():
+            expected.setdefault(safe_name(key), []).append(value)
+    assert len(expected["train_loss"]) == 20
+    assert dh.get_model("tiny", project=project).metrics == expected
+
+
+def test_a_real_keras_fit_lands_on_a_digitalhub_run(project: str, digitalhub: DigitalHubEmulator) -> None:
+    run = new_run(project)
+    callback = CraftAiKerasCallback(sink=DigitalHubSink(run), log_every_n_steps=1)
+    x, y = data()
+
+    history = model().fit(
+        x, y, batch_size=8, epochs=3, validation_split=0.25, callbacks=[callback], verbose=0
+    )
+
+    metrics = run.metrics
+    for key, values in history.history.items():
+        assert metrics[key] == pytest.approx(values, rel=1e-6), key
+    assert len(metrics["batch_loss"]) == 3 * 6
 
 
 def test_a_model_takes_series_and_single_values_and_the_last_single_value_wins(
