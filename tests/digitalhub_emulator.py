@@ -44,25 +44,18 @@ Choices where the real Core does more or is not documented:
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import math
 import os
-import random
 import secrets
-import socket
-import socketserver
-import threading
-import time
-from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote
+
+from loopback_server import NO_BODY, ROUTE_UNMATCHED, LoopbackEmulator, is_number, now_iso, strict_json
 
 if TYPE_CHECKING:
     import pytest
@@ -84,7 +77,6 @@ ROUTE_ENTITY_DELETE = "entity_delete"
 ROUTE_METRICS_READ = "metrics_read"  # GET .../metrics: every metric of an entity
 ROUTE_METRIC_READ = "metric_read"  # GET .../metrics/{name}
 ROUTE_METRIC_PUT = "metric_put"  # PUT .../metrics/{name}
-ROUTE_UNMATCHED = "unmatched"
 METRIC_ROUTES = frozenset({ROUTE_METRICS_READ, ROUTE_METRIC_READ, ROUTE_METRIC_PUT})
 
 METRICS_ENTITY_TYPES = frozenset({"run", "model"})  # the Core entities with a metrics API
@@ -116,19 +108,6 @@ _ENV_CLEARED = (
 )
 
 
-def _now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _is_number(value: object) -> bool:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return False
-    try:
-        return math.isfinite(value)
-    except OverflowError:
-        return False
-
-
 @dataclass(frozen=True)
 class LoggedRequest:
     """One request as the server saw it. ``status`` is None when no response was sent."""
@@ -153,76 +132,7 @@ def _not_found(entity_type: str) -> _HttpError:
     return _HttpError(404, f"No such EntityName(value={entity_type}).")
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def __init__(self, address: tuple[str, int], emulator: DigitalHubEmulator) -> None:
-        self.emulator = emulator
-        super().__init__(address, _Handler)
-
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind calls socket.getfqdn, which can hang without DNS.
-        socketserver.TCPServer.server_bind(self)
-        host, port = self.server_address[:2]
-        self.server_name = str(host)
-        self.server_port = int(port)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        pass  # a client going away mid-request is normal here
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server: _Server
-    timeout = 60
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def do_GET(self) -> None:
-        self._dispatch()
-
-    def do_POST(self) -> None:
-        self._dispatch()
-
-    def do_PUT(self) -> None:
-        self._dispatch()
-
-    def do_DELETE(self) -> None:
-        self._dispatch()
-
-    def do_PATCH(self) -> None:
-        self._dispatch()
-
-    def _dispatch(self) -> None:
-        emulator = self.server.emulator
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        route, answer = emulator._handle(self.command, self.path, self.headers, body)
-        status = None if answer is None else answer[0]
-        # Logged before answering, so a client that got its answer finds its request logged.
-        emulator._record(self.command, self.path, route, status, body)
-        if answer is None:
-            self.close_connection = True
-            with contextlib.suppress(OSError):
-                self.connection.shutdown(socket.SHUT_RDWR)
-            return
-        code, payload = answer
-        data = b"" if payload is _EMPTY else json.dumps(payload).encode()
-        self.send_response(code)
-        if payload is not _EMPTY:
-            self.send_header("Content-Type", "application/json")
-        if emulator.api_level is not None:
-            self.send_header("X-Api-Level", str(emulator.api_level))
-        self.send_header("Content-Length", str(len(data)))
-        self._headers_buffer.append(b"\r\n" + data)  # one write: no Nagle + delayed-ACK stall
-        self.flush_headers()
-
-
-_EMPTY = object()  # an answer with no body at all
-
-
-class DigitalHubEmulator:
+class DigitalHubEmulator(LoopbackEmulator[LoggedRequest]):
     """An in-process HTTP server that answers like DigitalHub Core for projects, entities
     and metrics. Thread-safe; see the module docstring for routes and choices.
 
@@ -231,151 +141,38 @@ class DigitalHubEmulator:
     """
 
     def __init__(self, token: str | None = None, *, api_level: int | None = 15, seed: int = 0) -> None:
+        super().__init__(seed=seed, fault_routes=METRIC_ROUTES)
         self.token: str = token if token is not None else "dh-" + secrets.token_urlsafe(24)
         self.api_level = api_level
-        self._lock = threading.RLock()
-        self._rng = random.Random(seed)
         self._projects: dict[str, JsonDict] = {}
         self._entities: dict[tuple[str, str, str], JsonDict] = {}
         self._metrics: dict[tuple[str, str, str], dict[str, MetricValue]] = {}
-        self._fault_routes: frozenset[str] = METRIC_ROUTES
-        self._fail_next: list[int] = []
-        self._drop_next = 0
         self._drop_after_storing_next = 0
-        self._failure_rate = 0.0
-        self._latency_s = 0.0
-        self._log: list[LoggedRequest] = []
-        self._per_route: Counter[str] = Counter()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
-
-    # ----- lifecycle -----
-
-    def start(self) -> DigitalHubEmulator:
-        if self._server is None:
-            self._server = _Server(("127.0.0.1", 0), self)
-            self._thread = threading.Thread(
-                target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-            )
-            self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        server, thread = self._server, self._thread
-        self._server = self._thread = None
-        if server is not None:
-            server.shutdown()
-            server.server_close()
-        if thread is not None:
-            thread.join(timeout=5)
-
-    def __enter__(self) -> DigitalHubEmulator:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        assert self._server is not None, "the emulator is not started"
-        return int(self._server.server_address[1])
-
-    @property
-    def url(self) -> str:
-        """The DHCORE_ENDPOINT value (no trailing slash)."""
-        return f"http://127.0.0.1:{self.port}"
 
     # ----- fault injection -----
-
-    @property
-    def fault_routes(self) -> frozenset[str]:
-        """Routes that fail_next / drop_next / failure_rate apply to (the metric routes)."""
-        with self._lock:
-            return self._fault_routes
-
-    @fault_routes.setter
-    def fault_routes(self, routes: Iterable[str]) -> None:
-        with self._lock:
-            self._fault_routes = frozenset(routes)
-
-    def fail_next(self, count: int = 1, status: int = 500) -> None:
-        """Answer the next ``count`` requests on ``fault_routes`` with ``status``, storing nothing."""
-        with self._lock:
-            self._fail_next.extend([status] * count)
 
     def drop_after_storing_next(self, count: int = 1) -> None:
         """Store the next ``count`` requests on ``fault_routes``, then close their connection unanswered."""
         with self._lock:
             self._drop_after_storing_next += count
 
-    def drop_next(self, count: int = 1) -> None:
-        """Close the connection of the next ``count`` requests on ``fault_routes`` unanswered."""
-        with self._lock:
-            self._drop_next += count
-
-    @property
-    def failure_rate(self) -> float:
-        """Share of requests on ``fault_routes`` answered 500 (seeded, deterministic)."""
-        with self._lock:
-            return self._failure_rate
-
-    @failure_rate.setter
-    def failure_rate(self, value: float) -> None:
-        with self._lock:
-            self._failure_rate = float(value)
-
-    @property
-    def latency_s(self) -> float:
-        """Seconds slept before answering every request."""
-        with self._lock:
-            return self._latency_s
-
-    @latency_s.setter
-    def latency_s(self, value: float) -> None:
-        with self._lock:
-            self._latency_s = float(value)
-
     def reset_faults(self) -> None:
+        self._reset_faults()
         with self._lock:
-            self._fail_next.clear()
-            self._drop_next = self._drop_after_storing_next = 0
-            self._failure_rate = self._latency_s = 0.0
-            self._fault_routes = METRIC_ROUTES
+            self._drop_after_storing_next = 0
+
+    def _draw_other_fault(self) -> str | None:
+        if self._drop_after_storing_next > 0:
+            self._drop_after_storing_next -= 1
+            return "store-then-drop"
+        return None
 
     # ----- observation -----
-
-    @property
-    def requests_log(self) -> list[LoggedRequest]:
-        """Every request received, in order (snapshot)."""
-        with self._lock:
-            return list(self._log)
-
-    @property
-    def request_count(self) -> int:
-        with self._lock:
-            return len(self._log)
-
-    @property
-    def requests_per_route(self) -> Counter[str]:
-        """{route: count} (snapshot); missing routes count 0."""
-        with self._lock:
-            return Counter(self._per_route)
 
     def requests_on(self, *routes: str) -> list[LoggedRequest]:
         """The logged requests on any of ``routes``, in order."""
         with self._lock:
             return [entry for entry in self._log if entry.route in routes]
-
-    @property
-    def bytes_received(self) -> int:
-        with self._lock:
-            return sum(entry.bytes_received for entry in self._log)
-
-    def clear_log(self) -> None:
-        """Forget logged requests and counts (not the stored state)."""
-        with self._lock:
-            self._log.clear()
-            self._per_route.clear()
 
     @property
     def projects(self) -> dict[str, JsonDict]:
@@ -414,22 +211,24 @@ class DigitalHubEmulator:
 
     # ----- request handling (handler threads) -----
 
-    def _record(self, method: str, path: str, route: str, status: int | None, body: bytes) -> None:
+    def _log_entry(
+        self, method: str, path: str, route: str, status: int | None, body: bytes
+    ) -> LoggedRequest:
         try:
             parsed = json.loads(body) if body else None
         except ValueError:
             parsed = None
-        with self._lock:
-            self._log.append(LoggedRequest(method, path, route, status, len(body), parsed))
-            self._per_route[route] += 1
+        return LoggedRequest(method, path, route, status, len(body), parsed)
+
+    def _extra_headers(self) -> Iterable[tuple[str, str]]:
+        return () if self.api_level is None else (("X-Api-Level", str(self.api_level)),)
+
+    def _error_answer(self, status: int, message: str) -> tuple[int, JsonDict]:
+        phrase = {400: "Bad Request", 401: "Unauthorized", 404: "Not Found"}.get(status, "Error")
+        return status, {"status": status, "error": phrase, "message": message}
 
     def _handle(self, method: str, raw: str, headers: Any, body: bytes) -> tuple[str, Any]:
-        """(route, (status, payload or _EMPTY)), or (route, None) to drop the connection."""
         route, args, query = _match(method, raw)
-        with self._lock:
-            latency = self._latency_s
-        if latency > 0:
-            time.sleep(latency)
         try:
             if route == ROUTE_UNMATCHED:
                 raise _HttpError(404, f"No route for {method} {raw}")
@@ -447,25 +246,7 @@ class DigitalHubEmulator:
             with self._lock:
                 return route, (200, self._serve(route, args, query, body))
         except _HttpError as error:
-            status = error.status
-            phrase = {400: "Bad Request", 401: "Unauthorized", 404: "Not Found"}.get(status, "Error")
-            return route, (status, {"status": status, "error": phrase, "message": error.message})
-
-    def _draw_fault(self, route: str) -> int | str | None:
-        with self._lock:
-            if route not in self._fault_routes:
-                return None
-            if self._fail_next:
-                return self._fail_next.pop(0)
-            if self._drop_next > 0:
-                self._drop_next -= 1
-                return "drop"
-            if self._drop_after_storing_next > 0:
-                self._drop_after_storing_next -= 1
-                return "store-then-drop"
-            if self._failure_rate > 0 and self._rng.random() < self._failure_rate:
-                return 500
-            return None
+            return route, self._error_answer(error.status, error.message)
 
     def _serve(self, route: str, args: list[str], query: JsonDict, body: bytes) -> Any:
         if route == ROUTE_AUTH_CHECK:
@@ -514,7 +295,7 @@ class DigitalHubEmulator:
                 raise _HttpError(404, f"No such metric {name!r}.")
             return stored[name]
         stored[name] = _metric_value(_json_body(body))  # ROUTE_METRIC_PUT: replace
-        return _EMPTY
+        return NO_BODY
 
     def _create_project(self, obj: JsonDict) -> JsonDict:
         name = obj.get("name")
@@ -563,7 +344,7 @@ class DigitalHubEmulator:
         metadata = obj.setdefault("metadata", {}) or {}
         obj["metadata"] = metadata
         metadata["created"] = old.get("metadata", {}).get("created")
-        metadata["updated"] = _now_iso()
+        metadata["updated"] = now_iso()
         obj["id"] = entity_id
         obj.setdefault("user", old.get("user"))
         table[key] = obj
@@ -573,7 +354,7 @@ class DigitalHubEmulator:
 def _stamped(obj: JsonDict) -> JsonDict:
     obj = copy.deepcopy(obj)
     metadata = obj.get("metadata") or {}
-    now = _now_iso()
+    now = now_iso()
     metadata.setdefault("created", now)
     metadata["updated"] = now
     obj["metadata"] = metadata
@@ -616,21 +397,17 @@ def _int(text: str, what: str, minimum: int) -> int:
 
 def _metric_value(value: Any) -> MetricValue:
     """Core's NumberOrNumberArray: a number or a flat list of numbers, kept as doubles."""
-    if _is_number(value):
+    if is_number(value):
         return float(value)
-    if isinstance(value, list) and all(_is_number(v) for v in value):
+    if isinstance(value, list) and all(is_number(v) for v in value):
         return [float(v) for v in value]
     raise _HttpError(400, f"A metric value must be a number or a list of numbers, got {value!r}")
 
 
-def _reject_constant(constant: str) -> float:
-    raise ValueError(f"{constant} is not JSON")
-
-
 def _json_body(body: bytes) -> Any:
     try:
-        return json.loads(body or b"null", parse_constant=_reject_constant)
-    except (ValueError, UnicodeDecodeError):
+        return strict_json(body)
+    except ValueError:
         raise _HttpError(400, "The body is not valid JSON") from None
 
 

@@ -35,23 +35,18 @@ Choices where the real platform's behaviour is not documented:
 from __future__ import annotations
 
 import contextlib
-import json
 import math
-import random
 import re
 import secrets
-import socket
-import socketserver
 import threading
 import time
-from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote
+
+from loopback_server import ROUTE_UNMATCHED, LoopbackEmulator, is_number, now_iso, strict_json
 
 JsonDict = dict[str, Any]
 Key = tuple[str, str]
@@ -61,7 +56,6 @@ ROUTE_SCALAR_PUT = "scalar_put"
 ROUTE_LIST_POST = "list_post"
 ROUTE_SCALAR_GET = "scalar_get"
 ROUTE_LIST_GET = "list_get"
-ROUTE_UNMATCHED = "unmatched"
 METRIC_ROUTES = frozenset({ROUTE_SCALAR_PUT, ROUTE_LIST_POST, ROUTE_SCALAR_GET, ROUTE_LIST_GET})
 
 DEFAULT_PIPELINE = "pipeline"
@@ -70,20 +64,6 @@ _SCALAR_BASE = f"{_API}/metrics/single-value"
 _LIST_BASE = f"{_API}/metrics/list-values"
 _STATUSES = {status.value for status in HTTPStatus}
 _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
-
-
-def _now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _is_number(value: object) -> bool:
-    """int or float (not bool), finite — what the platform accepts as a metric value."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return False
-    try:
-        return math.isfinite(value)
-    except OverflowError:  # an int too large for a float
-        return False
 
 
 @dataclass(frozen=True)
@@ -141,7 +121,7 @@ class EmulatorStore:
         with self._lock:
             row = self._scalars.get((execution_id, name))
             if row is None:
-                row = self._scalars[(execution_id, name)] = _Scalar(value, _now_iso())
+                row = self._scalars[(execution_id, name)] = _Scalar(value, now_iso())
             else:
                 row.value = value
             return _Scalar(row.value, row.created_at)
@@ -159,7 +139,7 @@ class EmulatorStore:
                     f"{len(values)} would pass the limit of {limit} values per list per execution",
                 )
             if row is None:
-                row = self._lists[(execution_id, name)] = _List([], _now_iso())
+                row = self._lists[(execution_id, name)] = _List([], now_iso())
             row.values.extend(values)
             return len(row.values)
 
@@ -177,102 +157,16 @@ class EmulatorStore:
             self._lists.clear()
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def __init__(self, address: tuple[str, int], emulator: PlatformEmulator) -> None:
-        self.emulator = emulator
-        super().__init__(address, _Handler)
-
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind calls socket.getfqdn, which can hang without DNS.
-        socketserver.TCPServer.server_bind(self)
-        host, port = self.server_address[:2]
-        self.server_name = str(host)
-        self.server_port = int(port)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        self.emulator._track(request)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request: Any) -> None:
-        self.emulator._untrack(request)
-        super().shutdown_request(request)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # A client going away mid-request is normal here (drops, refused outages, stop()).
-        pass
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive, as requests.Session expects
-    server: _Server
-    timeout = 60
-
-    def setup(self) -> None:
-        super().setup()
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def do_GET(self) -> None:
-        self._dispatch()
-
-    def do_POST(self) -> None:
-        self._dispatch()
-
-    def do_PUT(self) -> None:
-        self._dispatch()
-
-    def do_PATCH(self) -> None:
-        self._dispatch()
-
-    def do_DELETE(self) -> None:
-        self._dispatch()
-
-    def _dispatch(self) -> None:
-        emulator = self.server.emulator
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            self.close_connection = True
-            emulator._record(self.command, self.path, ROUTE_UNMATCHED, 411, 0)
-            self._reply(411, {"message": "Content-Length required", "name": "LengthRequired"})
-            return
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        route, answer = emulator._handle(self.command, self.path, self.headers, body)
-        # Logged before answering, so a client that got its answer finds its request logged.
-        status = None if answer is None else answer[0]
-        emulator._record(self.command, self.path, route, status, len(body))
-        if answer is None:
-            self._drop()
-        else:
-            self._reply(*answer)
-
-    def _reply(self, status: int, payload: JsonDict | None) -> None:
-        data = b"" if payload is None else json.dumps(payload).encode()
-        self.send_response(status)
-        if payload is not None:
-            self.send_header("Content-Type", "application/json; charset=utf-8")
-        self.send_header("Content-Length", str(len(data)))
-        # One write for headers and body: split writes meet Nagle + delayed ACK (40 ms each).
-        self._headers_buffer.append(b"\r\n" + data)
-        self.flush_headers()
-
-    def _drop(self) -> None:
-        """Close the connection without sending anything."""
-        self.close_connection = True
-        with contextlib.suppress(OSError):
-            self.connection.shutdown(socket.SHUT_RDWR)
-
-
-class PlatformEmulator:
+class PlatformEmulator(LoopbackEmulator[LoggedRequest]):
     """An in-process HTTP server that answers like the Craft AI metrics API.
 
     Settable at any time from any thread (all thread-safe): ``failure_rate``,
-    ``latency_s``, ``drop_rate``, ``drop_after_processing``, ``fault_routes``,
-    ``executions``; see the module docstring for the routes and the documented choices.
+    ``latency_s`` (auth included), ``drop_rate``, ``drop_after_processing``,
+    ``fault_routes`` (all metric routes unless set), ``executions``; ``drop_next`` honours
+    drop_after_processing. See the module docstring for the routes and the documented choices.
     """
+
+    content_type = "application/json; charset=utf-8"
 
     def __init__(
         self,
@@ -284,6 +178,7 @@ class PlatformEmulator:
         max_items_per_page: int = 5000,
         exclusive_filters: bool = True,
     ) -> None:
+        super().__init__(seed=seed, fault_routes=METRIC_ROUTES)
         self.token: str = token if token is not None else "sdk-" + secrets.token_urlsafe(24)
         self.list_limit = list_limit
         self.token_ttl_s = token_ttl_s
@@ -293,133 +188,18 @@ class PlatformEmulator:
         # execution_id -> (pipeline_name, deployment_name or None); unknown: ("pipeline", None)
         self.executions: dict[str, tuple[str, str | None]] = {}
         self.store = EmulatorStore()
-
-        self._lock = threading.RLock()  # state; taken by handler threads, never held across I/O
-        self._lifecycle = threading.Lock()  # start/stop/listen; never taken by handler threads
-        self._rng = random.Random(seed)
-        self._failure_rate = 0.0
-        self._latency_s = 0.0
         self._drop_rate = 0.0
         self._drop_after_processing = False
-        self._fault_routes: frozenset[str] = METRIC_ROUTES
-        self._fail_next: list[int] = []
-        self._drop_next = 0
         self._outage_until = 0.0
-
         self._issued: dict[str, float] = {}  # access token -> expiry (epoch seconds)
-        self._log: list[LoggedRequest] = []
-        self._per_route: Counter[str] = Counter()
-        self._bytes_received = 0
         self._refresh_count = 0
-
-        self._connections: set[socket.socket] = set()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
-        self._port = 0
-        self._started = False
-        self._restart_timer: threading.Timer | None = None
-
-    # ----- lifecycle -----
-
-    def start(self) -> PlatformEmulator:
-        with self._lifecycle:
-            if self._started:
-                return self
-            self._listen(0)
-            self._started = True
-        return self
-
-    def stop(self) -> None:
-        with self._lifecycle:
-            self._started = False
-            if self._restart_timer is not None:
-                self._restart_timer.cancel()
-                self._restart_timer = None
-            self._close_listener()
-
-    def __enter__(self) -> PlatformEmulator:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        return self._port
-
-    @property
-    def url(self) -> str:
-        """Base URL (no trailing slash), for both the environment and the control URL."""
-        return f"http://127.0.0.1:{self._port}"
 
     @property
     def listening(self) -> bool:
         with self._lifecycle:
             return self._server is not None
 
-    def _listen(self, port: int) -> None:
-        last_error: OSError | None = None
-        for _ in range(50):
-            try:
-                server = _Server(("127.0.0.1", port), self)
-                break
-            except OSError as error:  # the port may take a moment to be free again
-                last_error = error
-                time.sleep(0.02)
-        else:
-            raise RuntimeError(f"cannot listen again on port {port}") from last_error
-        self._server = server
-        self._port = server.server_address[1]
-        self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
-
-    def _close_listener(self) -> None:
-        server, thread = self._server, self._thread
-        self._server = self._thread = None
-        if server is not None:
-            server.shutdown()
-            server.server_close()
-        if thread is not None:
-            thread.join(timeout=5)
-        with self._lock:
-            connections = list(self._connections)
-        for connection in connections:  # keep-alive connections die with the server
-            with contextlib.suppress(OSError):
-                connection.shutdown(socket.SHUT_RDWR)
-
-    def _track(self, connection: socket.socket) -> None:
-        with self._lock:
-            self._connections.add(connection)
-
-    def _untrack(self, connection: socket.socket) -> None:
-        with self._lock:
-            self._connections.discard(connection)
-
     # ----- fault injection -----
-
-    @property
-    def failure_rate(self) -> float:
-        """Share of requests on ``fault_routes`` answered 500 (seeded, deterministic)."""
-        with self._lock:
-            return self._failure_rate
-
-    @failure_rate.setter
-    def failure_rate(self, value: float) -> None:
-        with self._lock:
-            self._failure_rate = float(value)
-
-    @property
-    def latency_s(self) -> float:
-        """Seconds slept before answering every request (auth included)."""
-        with self._lock:
-            return self._latency_s
-
-    @latency_s.setter
-    def latency_s(self, value: float) -> None:
-        with self._lock:
-            self._latency_s = float(value)
 
     @property
     def drop_rate(self) -> float:
@@ -443,27 +223,6 @@ class PlatformEmulator:
         with self._lock:
             self._drop_after_processing = bool(value)
 
-    @property
-    def fault_routes(self) -> frozenset[str]:
-        """Routes that failure_rate / drop_rate / fail_next / drop_next apply to (all metric routes)."""
-        with self._lock:
-            return self._fault_routes
-
-    @fault_routes.setter
-    def fault_routes(self, value: Iterable[str]) -> None:
-        with self._lock:
-            self._fault_routes = frozenset(value)
-
-    def fail_next(self, count: int = 1, status: int = 500) -> None:
-        """Answer the next ``count`` requests on ``fault_routes`` with ``status`` (before storing)."""
-        with self._lock:
-            self._fail_next.extend([status] * count)
-
-    def drop_next(self, count: int = 1) -> None:
-        """Drop the next ``count`` requests on ``fault_routes`` (honours drop_after_processing)."""
-        with self._lock:
-            self._drop_next += count
-
     def outage(self, seconds: float) -> None:
         """For ``seconds`` from now, every request (auth included) gets 503."""
         with self._lock:
@@ -480,8 +239,7 @@ class PlatformEmulator:
         with self._lock:
             if not self._started:
                 raise RuntimeError("the emulator is not started")
-            if self._restart_timer is not None:
-                self._restart_timer.cancel()
+            self._cancel_restart()
             self._close_listener()
             self._restart_timer = threading.Timer(seconds, self._relisten)
             self._restart_timer.daemon = True
@@ -508,57 +266,28 @@ class PlatformEmulator:
 
     def reset(self) -> None:
         """Remove every fault (rates, latency, drops, scripted failures, outages). Keeps data and logs."""
+        self._reset_faults()
         with self._lock:
-            self._failure_rate = self._latency_s = self._drop_rate = 0.0
+            self._drop_rate = 0.0
             self._drop_after_processing = False
-            self._fault_routes = METRIC_ROUTES
-            self._fail_next.clear()
-            self._drop_next = 0
             self._outage_until = 0.0
         with self._lifecycle:
-            if self._restart_timer is not None:
-                self._restart_timer.cancel()
-                self._restart_timer = None
+            self._cancel_restart()
             if self._started and self._server is None:
                 self._listen(self._port)
 
+    def _draw_other_fault(self) -> str | None:
+        if self._drop_rate > 0 and self._rng.random() < self._drop_rate:
+            return "drop"
+        return None
+
     # ----- observation -----
-
-    @property
-    def requests_log(self) -> list[LoggedRequest]:
-        """Snapshot of every request received, in arrival order of completion."""
-        with self._lock:
-            return list(self._log)
-
-    @property
-    def request_count(self) -> int:
-        with self._lock:
-            return len(self._log)
-
-    @property
-    def requests_per_route(self) -> Counter[str]:
-        """Snapshot {route name: count}; missing routes count 0."""
-        with self._lock:
-            return Counter(self._per_route)
-
-    @property
-    def bytes_received(self) -> int:
-        """Request body bytes received, all requests together."""
-        with self._lock:
-            return self._bytes_received
 
     @property
     def refresh_count(self) -> int:
         """Access tokens issued (successful auth refreshes)."""
         with self._lock:
             return self._refresh_count
-
-    def clear_log(self) -> None:
-        """Empty requests_log and zero the counters (not refresh_count, not the store)."""
-        with self._lock:
-            self._log.clear()
-            self._per_route.clear()
-            self._bytes_received = 0
 
     # ----- direct access (no HTTP, no validation, no limit) -----
 
@@ -573,21 +302,19 @@ class PlatformEmulator:
 
     # ----- request handling (handler threads) -----
 
-    def _record(self, method: str, path: str, route: str, status: int | None, size: int) -> None:
-        with self._lock:
-            self._log.append(LoggedRequest(method, path, route, status, size))
-            self._per_route[route] += 1
-            self._bytes_received += size
+    def _log_entry(
+        self, method: str, path: str, route: str, status: int | None, body: bytes
+    ) -> LoggedRequest:
+        return LoggedRequest(method, path, route, status, len(body))
+
+    def _error_answer(self, status: int, message: str) -> tuple[int, JsonDict]:
+        name = HTTPStatus(status).phrase.replace(" ", "") if status in _STATUSES else "ServerError"
+        return status, {"message": message, "name": name}
 
     def _handle(
         self, method: str, raw_path: str, headers: Any, body: bytes
     ) -> tuple[str, tuple[int, JsonDict] | None]:
-        """(route, (status, JSON answer)), or (route, None) to drop the connection."""
         route, name_segment, query = _match(method, raw_path)
-        with self._lock:
-            latency = self._latency_s
-        if latency > 0:
-            time.sleep(latency)
         try:
             if self.in_outage:
                 raise _HttpError(503, "ServiceUnavailable", "The platform is unavailable (emulated outage)")
@@ -598,8 +325,7 @@ class PlatformEmulator:
             self._authenticate(headers.get("Authorization", ""))
             fault = self._draw_fault(route)
             if isinstance(fault, int):
-                name = HTTPStatus(fault).phrase.replace(" ", "") if fault in _STATUSES else "ServerError"
-                raise _HttpError(fault, name, f"Injected {fault} error (emulated)")
+                return route, self._error_answer(fault, f"Injected {fault} error (emulated)")
             if fault == "drop":
                 if self.drop_after_processing:
                     with contextlib.suppress(_HttpError):
@@ -608,21 +334,6 @@ class PlatformEmulator:
             return route, (200, self._serve(route, name_segment, query, body))
         except _HttpError as error:
             return route, (error.status, {"message": error.message, "name": error.name})
-
-    def _draw_fault(self, route: str) -> int | str | None:
-        with self._lock:
-            if route not in self._fault_routes:
-                return None
-            if self._fail_next:
-                return self._fail_next.pop(0)
-            if self._drop_next > 0:
-                self._drop_next -= 1
-                return "drop"
-            if self._drop_rate > 0 and self._rng.random() < self._drop_rate:
-                return "drop"
-            if self._failure_rate > 0 and self._rng.random() < self._failure_rate:
-                return 500
-            return None
 
     def _refresh(self, body: Any) -> JsonDict:
         import jwt  # PyJWT, a craft-ai-sdk dependency; lazy so conftest imports without it
@@ -661,7 +372,7 @@ class PlatformEmulator:
             raise _HttpError(400, "InvalidExecutionId", "execution_id must be a non-empty string")
         if route == ROUTE_SCALAR_PUT:
             value = payload.get("value")
-            if not _is_number(value):
+            if not is_number(value):
                 raise _HttpError(
                     400, "InvalidMetricValue", f"Metric value must be a number (int or float), got {value!r}"
                 )
@@ -673,7 +384,7 @@ class PlatformEmulator:
                 "created_at": row.created_at,
             }
         values = payload.get("values")
-        if not isinstance(values, list) or not all(_is_number(v) for v in values):
+        if not isinstance(values, list) or not all(is_number(v) for v in values):
             raise _HttpError(
                 400, "InvalidMetricValue", "Metric list values must be a list of numbers (int or float)"
             )
@@ -758,14 +469,10 @@ def _decode_segment(segment: str) -> str:
         raise _HttpError(400, "BadRequest", f"Invalid UTF-8 in {segment!r}") from None
 
 
-def _reject_constant(constant: str) -> float:
-    raise ValueError(f"{constant} is not JSON")
-
-
 def _json_body(body: bytes) -> Any:
     try:
-        return json.loads(body or b"null", parse_constant=_reject_constant)
-    except (ValueError, UnicodeDecodeError):
+        return strict_json(body)
+    except ValueError:
         raise _HttpError(400, "InvalidBody", "The body is not valid JSON") from None
 
 
