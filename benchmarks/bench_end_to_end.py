@@ -47,26 +47,21 @@ in its own process)
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
-import importlib.util
-import io
-import json
-import logging
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 import traceback
-import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+import harness
+from harness import not_installed
 
 FRAMEWORKS = ("hf", "lightning", "keras")
 OVERHEAD_GOAL = 0.01
@@ -126,36 +121,19 @@ class Variant:
 
 def quiet_loggers() -> None:
     """The frameworks' and peers' info logs ("GPU available", tips, "Creating experiment") off the table."""
-    for name in (
-        "mlflow",
-        "alembic",
-        "lightning",
-        "lightning.pytorch",
-        "lightning.fabric",
-        "lightning.pytorch.utilities.rank_zero",
-        "tensorboard",
-        "transformers",
-        "dvclive",
-    ):
-        logging.getLogger(name).setLevel(logging.ERROR)
-
-
-def installed(*modules: str) -> str | None:
-    """None when every module can be imported, else why the variant is skipped."""
-    missing = [module for module in modules if importlib.util.find_spec(module) is None]
-    return f"not installed: {', '.join(missing)}" if missing else None
-
-
-def count_local(path: Path, name: str) -> int:
-    """Values of list ``name`` in the only run of the local store at ``path``."""
-    from craft_callbacks import LocalStore
-
-    store = LocalStore(path)
-    try:
-        runs = store.executions()
-        return len(store.list_series(runs[0]["execution_id"], name)) if runs else 0
-    finally:
-        store.close()
+    harness.quiet_logging(
+        (
+            "mlflow",
+            "alembic",
+            "lightning",
+            "lightning.pytorch",
+            "lightning.fabric",
+            "lightning.pytorch.utilities.rank_zero",
+            "tensorboard",
+            "transformers",
+            "dvclive",
+        )
+    )
 
 
 def count_tensorboard(folder: Path, tag: str) -> int:
@@ -260,7 +238,7 @@ def hf_variants() -> list[Variant]:
         path = folder / "metrics.db"
         return Prepared(
             trainer(folder, steps, [CraftAiCallback(store_path=path)]).train,
-            lambda: count_local(path, "loss"),
+            lambda: harness.count_local(path, "loss"),
         )
 
     def mlflow(folder: Path, steps: int) -> Prepared:
@@ -291,9 +269,15 @@ def hf_variants() -> list[Variant]:
     return [
         Variant("no logger (report_to='none')", NONE, none),
         Variant("ours: CraftAiCallback", OURS, ours, "loss"),
-        Variant("MLflowCallback (file store)", "peer", mlflow, "loss", installed("mlflow") or ""),
-        Variant("TensorBoardCallback", "peer", tensorboard, "train/loss", installed("tensorboard") or ""),
-        Variant("DVCLiveCallback (transformers)", "peer", dvclive, "loss", installed("dvclive") or ""),
+        Variant("MLflowCallback (file store)", "peer", mlflow, "loss", not_installed("mlflow") or ""),
+        Variant(
+            "TensorBoardCallback",
+            "peer",
+            tensorboard,
+            "train/loss",
+            not_installed("tensorboard") or "",
+        ),
+        Variant("DVCLiveCallback (transformers)", "peer", dvclive, "loss", not_installed("dvclive") or ""),
     ]
 
 
@@ -352,7 +336,7 @@ def lightning_variants() -> list[Variant]:
 
         path = folder / "metrics.db"
         logger = CraftAiLogger(store_path=str(path), name="bench")
-        return Prepared(fit(folder, steps, logger), lambda: count_local(path, "train_loss"))
+        return Prepared(fit(folder, steps, logger), lambda: harness.count_local(path, "train_loss"))
 
     def csv_logger(folder: Path, steps: int) -> Prepared:
         from lightning.pytorch.loggers import CSVLogger
@@ -375,13 +359,13 @@ def lightning_variants() -> list[Variant]:
         logger = MLFlowLogger(experiment_name="bench", tracking_uri=uri)
         return Prepared(fit(folder, steps, logger), lambda: count_mlflow(uri, "train_loss"))
 
-    tensorboard_missing = installed("tensorboard") and installed("tensorboardX")
+    tensorboard_missing = not_installed("tensorboard") and not_installed("tensorboardX")
     return [
         Variant("no logger (logger=False)", NONE, none),
         Variant("ours: CraftAiLogger", OURS, ours, "train_loss"),
         Variant("CSVLogger", "peer", csv_logger, "train_loss"),
         Variant("TensorBoardLogger", "peer", tensorboard, "train_loss", tensorboard_missing or ""),
-        Variant("MLFlowLogger (file store)", "peer", mlflow, "train_loss", installed("mlflow") or ""),
+        Variant("MLFlowLogger (file store)", "peer", mlflow, "train_loss", not_installed("mlflow") or ""),
     ]
 
 
@@ -420,7 +404,7 @@ def keras_variants() -> list[Variant]:
 
         path = folder / "metrics.db"
         callback = CraftAiKerasCallback(store_path=path, log_every_n_steps=1)
-        return Prepared(fit(steps, [callback]), lambda: count_local(path, "batch_loss"))
+        return Prepared(fit(steps, [callback]), lambda: harness.count_local(path, "batch_loss"))
 
     def csv_logger(folder: Path, steps: int) -> Prepared:
         path = folder / "log.csv"
@@ -449,14 +433,14 @@ def keras_variants() -> list[Variant]:
             "peer",
             tensorboard,
             "batch_loss",
-            installed("tensorboard") or "",
+            not_installed("tensorboard") or "",
         ),
         Variant(
             "dvclive.keras DVCLiveCallback (per epoch only)",
             "peer",
             dvclive,
             "loss",
-            installed("dvclive") or "",
+            not_installed("dvclive") or "",
         ),
     ]
 
@@ -471,39 +455,11 @@ VARIANTS: dict[str, Callable[[], list[Variant]]] = {
 # -- timing --------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def quiet() -> Iterator[None]:
-    """The frameworks' and peers' prints and warnings kept off the table (stdout, stderr, warnings)."""
-    with (
-        contextlib.redirect_stdout(io.StringIO()),
-        contextlib.redirect_stderr(io.StringIO()),
-        warnings.catch_warnings(),
-    ):
-        warnings.simplefilter("ignore")
-        yield
-
-
-@contextlib.contextmanager
-def working_directory(folder: Path) -> Iterator[None]:
-    here = Path.cwd()
-    os.chdir(folder)
-    try:
-        yield
-    finally:
-        os.chdir(here)
-
-
-def error_text(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {lines[0][:160] if lines else ''}".rstrip(": ")
-
-
 def run_once(variant: Variant, folder: Path, steps: int) -> tuple[float, float, int | None]:
     """(wall s, process CPU s, loss values recorded) of one training call of ``variant``, in ``folder``."""
     folder.mkdir(parents=True)
-    for name in ("MLFLOW_TRACKING_URI", "TENSORBOARD_LOGGING_DIR"):
-        os.environ.pop(name, None)
-    with working_directory(folder), quiet():
+    harness.clear_environ(("MLFLOW_TRACKING_URI", "TENSORBOARD_LOGGING_DIR"))
+    with harness.working_directory(folder), harness.quiet():
         prepared = variant.prepare(folder, steps)
         cpu = time.process_time()
         start = time.perf_counter()
@@ -526,7 +482,7 @@ def bench(framework: str, steps: int, repeats: int, warmup_steps: int, folder: P
         try:
             run_once(variant, folder / "warmup" / str(index), warmup_steps)
         except Exception as error:
-            variant.error = f"fails: {error_text(error)}"
+            variant.error = f"fails: {harness.error_text(error, 160)}"
             print(f"  {variant.name}: {variant.error}", file=sys.stderr, flush=True)
             traceback.print_exc(limit=3)
     for repeat in range(repeats):
@@ -538,7 +494,7 @@ def bench(framework: str, steps: int, repeats: int, warmup_steps: int, folder: P
                     variant, folder / f"r{repeat}" / variant.role / variant.name[:12], steps
                 )
             except Exception as error:
-                variant.error = f"fails: {error_text(error)}"
+                variant.error = f"fails: {harness.error_text(error, 160)}"
                 print(f"  {variant.name}: {variant.error}", file=sys.stderr, flush=True)
                 continue
             variant.repeat_of.append(repeat)
@@ -632,25 +588,20 @@ def summarise(framework: str, variants: list[Variant], steps: int, repeats: int)
     }
 
 
-def verdict(passed: bool | None) -> str:
-    return "-" if passed is None else "PASS" if passed else "MISS"
-
-
 def print_table(result: dict[str, Any]) -> None:
     print(
         f"{result['framework']}: {result['steps']:,} steps logging every step, wall of the training call, "
         f"median of {result['repeats']} interleaved repeats; the no-logger runs spread "
         f"{result['noise']:.1%} (max/min - 1): differences below that are noise"
     )
-    print("  " + ", ".join(f"{key} {value}" for key, value in result["versions"].items()))
+    print("  " + harness.versions_line(result["versions"]))
     rows = result["rows"]
     width = max(len(row["name"]) for row in rows)
     header = (
         f"{'variant':<{width}} {'wall s':>8} {'overhead':>9} {'paired':>8} {'min s':>8} {'min ovh':>8} "
         f"{'cpu s':>8} {'ours/peer':>9}  recorded (loss list)"
     )
-    print(header)
-    print("-" * len(header))
+    harness.print_header(header)
     for row in rows:
         if "wall_s" not in row:
             print(f"{row['name']:<{width}} {row['error']}")
@@ -669,9 +620,7 @@ def print_table(result: dict[str, Any]) -> None:
             f"{row['min_wall_s']:>8.3f} {min_overhead:>8} {row['cpu_s']:>8.3f} {ratio_text}  {recorded}"
         )
     print("goals")
-    goal_width = max(len(goal["goal"]) for goal in result["goals"])
-    for goal in result["goals"]:
-        print(f"  {goal['goal']:<{goal_width}}  {verdict(goal['pass']):<4}  {goal['detail']}")
+    harness.print_goals(result["goals"])
 
 
 def versions(framework: str) -> dict[str, str]:
@@ -680,10 +629,7 @@ def versions(framework: str) -> dict[str, str]:
         "lightning": ("lightning", "torch", "mlflow-skinny", "tensorboard"),
         "keras": ("keras", "torch", "tensorboard", "tensorflow-cpu", "dvclive"),
     }[framework]
-    found = {"python": sys.version.split()[0]}
-    for package in packages:
-        with contextlib.suppress(metadata.PackageNotFoundError):
-            found[package] = metadata.version(package)
+    found = {"python": harness.python_version(), **harness.package_versions(packages)}
     if framework == "keras":
         found["backend"] = os.environ["KERAS_BACKEND"]
     return found
@@ -691,15 +637,12 @@ def versions(framework: str) -> dict[str, str]:
 
 def run_one(framework: str, args: argparse.Namespace) -> dict[str, Any]:
     os.environ.update(CHILD_ENV)
-    for name in CLEARED_ENV:
-        os.environ.pop(name, None)
+    harness.clear_environ(CLEARED_ENV)
     quiet_loggers()
     import torch
 
     torch.set_num_threads(1)
-    if importlib.util.find_spec("craft_ai_sdk") is not None:
-        with warnings.catch_warnings():  # it sets a process-wide "always" filter for DeprecationWarning
-            import craft_ai_sdk  # noqa: F401
+    harness.import_quietly("craft_ai_sdk")
     with tempfile.TemporaryDirectory(prefix=f"bench-e2e-{framework}-") as tmp:
         variants = bench(framework, args.steps, args.repeats, args.warmup_steps, Path(tmp))
     result = summarise(framework, variants, args.steps, args.repeats)
@@ -712,28 +655,24 @@ def run_all(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Each framework in its own process: no framework's imports or threads weigh on another's timing."""
     results: list[dict[str, Any]] = []
     for framework in FRAMEWORKS:
-        with tempfile.TemporaryDirectory(prefix="bench-e2e-all-") as tmp:
-            out = Path(tmp) / "result.json"
-            command = [sys.executable, str(Path(__file__).resolve()), "--framework", framework]
-            command += ["--steps", str(args.steps), "--repeats", str(args.repeats)]
-            command += ["--warmup-steps", str(args.warmup_steps), "--json", str(out)]
-            done = subprocess.run(command, env={**os.environ, **CHILD_ENV}, check=False)
-            if done.returncode != 0 or not out.exists():
-                print(f"{framework}: the benchmark exited {done.returncode}\n", flush=True)
-                results.append({"framework": framework, "error": f"exit {done.returncode}"})
-                continue
-            print(flush=True)
-            results.extend(json.loads(out.read_text()))
+        arguments = ["--framework", framework, "--steps", str(args.steps), "--repeats", str(args.repeats)]
+        arguments += ["--warmup-steps", str(args.warmup_steps)]
+        child = harness.run_child(__file__, arguments, env={**os.environ, **CHILD_ENV})
+        if child.result is None:
+            print(f"{framework}: the benchmark exited {child.returncode}\n", flush=True)
+            results.append({"framework": framework, "error": f"exit {child.returncode}"})
+            continue
+        print(flush=True)
+        results.extend(child.result)
     return results
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = harness.arg_parser(__doc__)
     parser.add_argument("--framework", choices=(*FRAMEWORKS, "all"), default="all")
     parser.add_argument("--steps", type=int, default=2_000, help="optimizer steps per training")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats per variant")
     parser.add_argument("--warmup-steps", type=int, default=50, help="steps of the untimed warm-up run")
-    parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
     args = parser.parse_args()
     if args.steps < 1 or args.repeats < 1:
         parser.error("--steps and --repeats must be at least 1")
@@ -744,8 +683,7 @@ def main() -> int:
         results = [run_one(args.framework, args)]
         print_table(results[0])
         sys.stdout.flush()
-    if json_path:
-        json_path.write_text(json.dumps(results, indent=2) + "\n")
+    harness.write_json(json_path, results)
     return 0
 
 

@@ -40,20 +40,11 @@ dvclive``)
 
 from __future__ import annotations
 
-import argparse
-import contextlib
-import importlib.util
-import io
-import json
-import logging
 import os
-import platform
 import statistics
 import sys
-import tempfile
 import time
-import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,6 +64,7 @@ os.environ["MLFLOW_ALLOW_FILE_STORE"] = "true"
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
+import harness
 from craft_callbacks import LocalStore
 from craft_callbacks.huggingface import CraftAiCallback
 
@@ -148,12 +140,6 @@ def training_arguments(folder: Path, calls: int) -> TrainingArguments:
     )
 
 
-def installed(*modules: str) -> str | None:
-    """None when every module imports, else why the contender is skipped."""
-    missing = [module for module in modules if importlib.util.find_spec(module) is None]
-    return f"skipped (not installed: {', '.join(missing)})" if missing else None
-
-
 # -- contenders ----------------------------------------------------------------------
 
 
@@ -199,14 +185,6 @@ def mlflow_starter(uri_of: Callable[[Path], str]) -> Callable[[Path, TrainingArg
     return start
 
 
-def mlflow_file_uri(folder: Path) -> str:
-    return (folder.parent / "mlruns").resolve().as_uri()  # one file store for every repeat
-
-
-def mlflow_sqlite_uri(folder: Path) -> str:
-    return f"sqlite:///{(folder.parent / 'mlflow.db').resolve()}"  # one database for every repeat
-
-
 def start_tensorboard(folder: Path, args: TrainingArguments) -> Run:
     from transformers.integrations import TensorBoardCallback
 
@@ -246,20 +224,23 @@ def start_dvclive_own(folder: Path, args: TrainingArguments) -> Run:
 
 
 def contenders() -> list[Contender]:
-    mlflow = installed("mlflow")
-    sqlite = mlflow or installed("sqlalchemy", "alembic")
-    tensorboard = installed("tensorboard")
-    dvclive = installed("dvclive")
+    mlflow = harness.not_installed("mlflow")
+    sqlite = mlflow or harness.not_installed("sqlalchemy", "alembic")
+    tensorboard = harness.not_installed("tensorboard")
+    dvclive = harness.not_installed("dvclive")
     table: list[tuple[str, Callable[[Path, TrainingArguments], Run] | None, str | None]] = [
         (FLOOR, None, None),
         (OURS, start_ours, None),
-        ("MLflowCallback (file store)", mlflow_starter(mlflow_file_uri), mlflow),
-        ("MLflowCallback (sqlite store)", mlflow_starter(mlflow_sqlite_uri), sqlite),
+        ("MLflowCallback (file store)", mlflow_starter(harness.mlflow_file_uri), mlflow),
+        ("MLflowCallback (sqlite store)", mlflow_starter(harness.mlflow_sqlite_uri), sqlite),
         ("TensorBoardCallback", start_tensorboard, tensorboard),
         ("DVCLiveCallback (transformers)", start_dvclive_hf, dvclive),
         ("DVCLiveCallback (dvclive.huggingface)", start_dvclive_own, dvclive),
     ]
-    return [Contender(name, None if skipped else start, skipped or "") for name, start, skipped in table]
+    return [
+        Contender(name, None if missing else start, f"skipped ({missing})" if missing else "")
+        for name, start, missing in table
+    ]
 
 
 # -- timing --------------------------------------------------------------------------
@@ -294,36 +275,8 @@ def time_floor(batches: list[Logs], overhead_ns: float) -> tuple[float, float, f
         for key, value in logs.items():
             lists[key].append(float(value))
         durations[index] = ns() - t0
-    lists = {key: [] for key in KEYS}
-    start = time.perf_counter()
-    for logs in batches:
-        for key, value in logs.items():
-            lists[key].append(float(value))
-    bare = (time.perf_counter() - start) / len(batches) * 1e6
+    bare = harness.time_floor(batches, KEYS) / len(batches) * 1e6
     return (*per_call(durations, overhead_ns), bare)
-
-
-@contextlib.contextmanager
-def working_directory(folder: Path) -> Iterator[None]:
-    """Run in ``folder``: what a peer writes to its working directory (DVCLive's dvc.yaml) is per run."""
-    here = Path.cwd()
-    os.chdir(folder)
-    try:
-        yield
-    finally:
-        os.chdir(here)
-
-
-@contextlib.contextmanager
-def quiet() -> Iterator[None]:
-    """The peers' prints and warnings (deprecations, 'View run at...') kept off the table."""
-    with (
-        contextlib.redirect_stdout(io.StringIO()),
-        contextlib.redirect_stderr(io.StringIO()),
-        warnings.catch_warnings(),
-    ):
-        warnings.simplefilter("ignore")
-        yield
 
 
 def run_once(contender: Contender, folder: Path, batches: list[Logs], model: Any, overhead_ns: float) -> None:
@@ -336,7 +289,7 @@ def run_once(contender: Contender, folder: Path, batches: list[Logs], model: Any
     state.max_steps, state.logging_steps, state.num_train_epochs = calls, 1, 1
     state.is_world_process_zero = state.is_local_process_zero = True
     control = TrainerControl()
-    with working_directory(folder), quiet():
+    with harness.working_directory(folder), harness.quiet():
         run = contender.start(folder, args)
         callback = run.callback
         start = time.perf_counter()
@@ -364,9 +317,7 @@ def run_once(contender: Contender, folder: Path, batches: list[Logs], model: Any
 
 
 def bench(calls: int, repeats: int, only: list[str] | None, folder: Path) -> tuple[list[Contender], Any]:
-    everyone = contenders()
-    if only:
-        everyone = [c for c in everyone if c.name in (FLOOR, OURS) or any(o in c.name for o in only)]
+    everyone = harness.selected(contenders(), only, always=(FLOOR, OURS))
     batches = log_batches(calls)
     model = tiny_model()
     overheads: list[float] = []
@@ -402,14 +353,6 @@ def bench(calls: int, repeats: int, only: list[str] | None, folder: Path) -> tup
 # -- report --------------------------------------------------------------------------
 
 
-def verdict(passed: bool | None) -> str:
-    return "-" if passed is None else "PASS" if passed else "MISS"
-
-
-def median_of(values: list[float]) -> float | None:
-    return statistics.median(values) if values else None
-
-
 def summarise(everyone: list[Contender], calls: int, timing: dict[str, Any]) -> dict[str, Any]:
     rows = []
     for contender in everyone:
@@ -417,16 +360,14 @@ def summarise(everyone: list[Contender], calls: int, timing: dict[str, Any]) -> 
             {
                 "name": contender.name,
                 "note": contender.note,
-                "median_us": median_of(contender.median_us),
-                "mean_us": median_of(contender.mean_us),
+                "median_us": harness.median_or_none(contender.median_us),
+                "mean_us": harness.median_or_none(contender.mean_us),
                 "all_median_us": contender.median_us,
                 "all_mean_us": contender.mean_us,
-                "begin_s": median_of(contender.begin_s),
-                "end_s": median_of(contender.end_s),
+                "begin_s": harness.median_or_none(contender.begin_s),
+                "end_s": harness.median_or_none(contender.end_s),
                 "recorded": contender.recorded,
-                "all_recorded": all(count == calls for count in contender.recorded)
-                if contender.recorded
-                else None,
+                "all_recorded": harness.all_recorded(contender.recorded, calls),
             }
         )
     by_name = {row["name"]: row for row in rows}
@@ -464,8 +405,8 @@ def summarise(everyone: list[Contender], calls: int, timing: dict[str, Any]) -> 
     return {
         "rows": rows,
         "goals": goals,
-        "timer_overhead_ns": median_of(timing["timer_overhead_ns"]),
-        "bare_floor_us": median_of(timing["bare_floor_us"]),
+        "timer_overhead_ns": harness.median_or_none(timing["timer_overhead_ns"]),
+        "bare_floor_us": harness.median_or_none(timing["bare_floor_us"]),
     }
 
 
@@ -481,23 +422,17 @@ def print_tables(summary: dict[str, Any], calls: int, repeats: int) -> None:
         f"{'contender':<{width}} {'median µs':>10} {'mean µs':>10} {'ours/peer':>9} "
         f"{'begin s':>8} {'end s':>8}  recorded"
     )
-    print(header)
-    print("-" * len(header))
+    harness.print_header(header)
     for row in rows:
         if row["median_us"] is None:
             print(f"{row['name']:<{width}} {row['note']}")
             continue
-        ratio = row.get("ours_over_peer")
-        ratio_text = f"{ratio:>8.4f}x" if ratio is not None else f"{'':>9}"
-        begin = f"{row['begin_s']:>8.3f}" if row["begin_s"] is not None else f"{'':>8}"
-        end = f"{row['end_s']:>8.3f}" if row["end_s"] is not None else f"{'':>8}"
-        if row["all_recorded"] is None:
-            recorded = ""
-        else:
-            counts = sorted(set(row["recorded"]))
-            recorded = f"{'all' if row['all_recorded'] else 'NOT all'} ({'/'.join(map(str, counts))} loss)"
+        ratio = harness.cell(row.get("ours_over_peer"), 8, ".4f", "x")
+        begin = harness.cell(row["begin_s"], 8, ".3f")
+        end = harness.cell(row["end_s"], 8, ".3f")
+        recorded = harness.recorded_text(row["recorded"], row["all_recorded"], "loss")
         print(
-            f"{row['name']:<{width}} {row['median_us']:>10.2f} {row['mean_us']:>10.2f} {ratio_text} "
+            f"{row['name']:<{width}} {row['median_us']:>10.2f} {row['mean_us']:>10.2f} {ratio} "
             f"{begin} {end}  {recorded}"
         )
     print(
@@ -506,50 +441,29 @@ def print_tables(summary: dict[str, Any], calls: int, repeats: int) -> None:
     )
     print()
     print("goals (judged on the median call / on the mean call)")
-    goal_width = max(len(goal["goal"]) for goal in summary["goals"])
-    for goal in summary["goals"]:
-        verdicts = f"{verdict(goal['median'])} / {verdict(goal['mean'])}"
-        print(f"  {goal['goal']:<{goal_width}}  {verdicts:<11}  {goal['detail']}")
+    harness.print_goals(
+        summary["goals"],
+        lambda goal: f"{harness.verdict(goal['median'])} / {harness.verdict(goal['mean'])}",
+        width=11,
+    )
 
 
 def versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    found = {}
-    for package in ("transformers", "torch", "mlflow-skinny", "sqlalchemy", "tensorboard", "dvclive"):
-        with contextlib.suppress(PackageNotFoundError):
-            found[package] = version(package)
-    return found
+    return harness.package_versions(
+        ("transformers", "torch", "mlflow-skinny", "sqlalchemy", "tensorboard", "dvclive")
+    )
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--calls", type=int, default=2_000, help="on_log calls per timed run")
-    parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats per contender")
-    parser.add_argument(
-        "--only", nargs="+", metavar="NAME", help="peers whose name contains NAME (ours and the floor always)"
-    )
-    parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
-    args = parser.parse_args()
-    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_ID", "TENSORBOARD_LOGGING_DIR"):
-        os.environ.pop(name, None)  # every peer writes where this benchmark tells it
-    for name in ("mlflow", "alembic", "dvclive", "dvc", "transformers", "tensorboard"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    with tempfile.TemporaryDirectory(prefix="bench-huggingface-") as tmp, working_directory(Path(tmp)):
-        everyone, timing = bench(args.calls, args.repeats, args.only, Path(tmp))
-    summary = summarise(everyone, args.calls, timing)
-    print(", ".join(f"{name} {number}" for name, number in versions().items()))
-    print_tables(summary, args.calls, args.repeats)
-    if args.json:
-        results = {
-            "python": sys.version.split()[0],
-            "machine": platform.platform(),
-            "versions": versions(),
-            "calls": args.calls,
-            "repeats": args.repeats,
-            **summary,
-        }
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    args = harness.contender_parser(__doc__, "on_log calls per timed run").parse_args()
+    with harness.peers_folder(
+        "bench-huggingface-",
+        # every peer writes where this benchmark tells it
+        ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_ID", "TENSORBOARD_LOGGING_DIR"),
+        ("mlflow", "alembic", "dvclive", "dvc", "transformers", "tensorboard"),
+    ) as folder:
+        everyone, timing = bench(args.calls, args.repeats, args.only, folder)
+    harness.report_contenders(args, versions(), summarise(everyone, args.calls, timing), print_tables)
     return 0
 
 

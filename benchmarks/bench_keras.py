@@ -29,21 +29,17 @@ Run: ``.venv/bin/python benchmarks/bench_keras.py [--backend torch|jax|tensorflo
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import json
 import os
-import platform
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+import harness
 
 BACKENDS = ("torch", "jax", "tensorflow")
 KEYS = ("loss", "binary_accuracy")
@@ -114,7 +110,8 @@ FLOOR = "floor: float() + list.append per key"
 
 
 def time_floor(logs: list[Logs]) -> float:
-    """Seconds for the floor over ``logs``: float() and list.append per key, nothing else."""
+    """Seconds for the floor over ``logs``: float() and list.append per key, nothing else. Its loop
+    enumerates the batches as the timed callback loop does (not ``harness.time_floor``: no enumerate)."""
     lists: dict[str, list[float]] = {key: [] for key in KEYS}
     start = time.perf_counter()
     for _batch, metrics in enumerate(logs):
@@ -179,11 +176,6 @@ def check_ours(callback: Any, logs: list[Logs], folder: Path) -> None:
         store.close()
 
 
-def error_text(error: BaseException) -> str:
-    message = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {message[0][:140] if message else ''}".rstrip(": ")
-
-
 def bench(calls: int, repeats: int, backend: str, folder: Path) -> list[dict[str, Any]]:
     logs = batch_logs(calls)
     rows: dict[str, dict[str, Any]] = {FLOOR: {"case": FLOOR, "role": "floor", "end_us": [], "pair_us": []}}
@@ -200,7 +192,7 @@ def bench(calls: int, repeats: int, backend: str, folder: Path) -> list[dict[str
                 try:
                     elapsed, callback, written = time_callback(factory, logs, folder, with_begin)
                 except Exception as error:
-                    row["error"] = f"fails on the {backend} backend: {error_text(error)}"
+                    row["error"] = f"fails on the {backend} backend: {harness.error_text(error, 140)}"
                     continue
                 if role == "ours":
                     check_ours(callback, logs, written)
@@ -208,7 +200,7 @@ def bench(calls: int, repeats: int, backend: str, folder: Path) -> list[dict[str
     results = list(rows.values())
     for row in results:
         for column in ("end_us", "pair_us"):
-            row[column.replace("_us", "_median_us")] = statistics.median(row[column]) if row[column] else None
+            row[column.replace("_us", "_median_us")] = harness.median_or_none(row[column])
     judge(results)
     return results
 
@@ -229,17 +221,8 @@ def judge(rows: list[dict[str, Any]]) -> None:
 
 
 def versions(backend: str) -> dict[str, str]:
-    found = {"python": sys.version.split()[0], "machine": platform.platform(), "backend": backend}
-    for package in ("keras", "torch", "jax", "tensorflow-cpu", "tensorflow", "tensorboard", "dvclive"):
-        try:
-            found[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            continue
-    return found
-
-
-def verdict(passed: bool) -> str:
-    return "PASS" if passed else "MISS"
+    packages = ("keras", "torch", "jax", "tensorflow-cpu", "tensorflow", "tensorboard", "dvclive")
+    return {**harness.running_here(), "backend": backend, **harness.package_versions(packages)}
 
 
 def print_table(result: dict[str, Any]) -> None:
@@ -248,15 +231,14 @@ def print_table(result: dict[str, Any]) -> None:
         f"KERAS_BACKEND={backend}: on_train_batch_end with {len(KEYS)} keys (Python floats), "
         f"median µs/call over {result['repeats']} interleaved repeats of {result['calls']:,} calls"
     )
-    print("  " + ", ".join(f"{key} {value}" for key, value in result["versions"].items() if key != "backend"))
+    print("  " + harness.versions_line({k: v for k, v in result["versions"].items() if k != "backend"}))
     mine = [row["case"] for row in rows if row["role"] == "ours"]
     short = {case: f"ours({case.split('=')[1].split()[0]})/peer" for case in mine}
     width = max(len(row["case"]) for row in rows)
     header = f"{'case':<{width}} {'end µs':>9} {'begin+end µs':>13}" + "".join(
         f"  {short[case]:>19}" for case in mine
     )
-    print(header)
-    print("-" * len(header))
+    harness.print_header(header)
     for row in rows:
         if "error" in row:
             print(f"{row['case']:<{width}} {row['error']}")
@@ -264,14 +246,16 @@ def print_table(result: dict[str, Any]) -> None:
         line = f"{row['case']:<{width}} {row['end_median_us']:>9.3f} {row['pair_median_us']:>13.3f}"
         for case in mine:
             judged = row.get("vs", {}).get(case)
-            line += f"  {judged['ratio']:>12.2f}x {verdict(judged['pass'])}" if judged else f"  {'':>19}"
+            line += (
+                f"  {judged['ratio']:>12.2f}x {harness.verdict(judged['pass'])}" if judged else f"  {'':>19}"
+            )
         print(line)
     for case in mine:
         peers = [row for row in rows if row["role"] == "peer" and case in row.get("vs", {})]
         beaten = [row["case"] for row in peers if row["vs"][case]["pass"]]
         lost = [row["case"] for row in peers if not row["vs"][case]["pass"]]
         failed = [row["case"] for row in rows if row["role"] == "peer" and "error" in row]
-        goal = verdict(bool(peers) and not lost)
+        goal = harness.verdict(bool(peers) and not lost)
         text = f"goal, {case} lower than every peer that runs: {goal}"
         text += f"; lower than: {', '.join(beaten) or 'none'}"
         if lost:
@@ -288,21 +272,14 @@ def run_one(args: argparse.Namespace, backend: str) -> dict[str, Any]:
     os.environ["CRAFT_CALLBACKS_VERBOSITY"] = "warning"  # read when the first recorder is made
     import keras
 
-    if importlib.util.find_spec("craft_ai_sdk") is not None:
-        # Importing craft_ai_sdk runs warnings.simplefilter("always", DeprecationWarning) for the whole
-        # process; import it once here with the filters restored after, so the tables stay readable.
-        with warnings.catch_warnings():
-            import craft_ai_sdk  # noqa: F401
+    # Importing craft_ai_sdk runs warnings.simplefilter("always", DeprecationWarning) for the whole
+    # process; import it once here with the filters restored after, so the tables stay readable.
+    harness.import_quietly("craft_ai_sdk")
     assert keras.backend.backend() == backend, f"keras runs on {keras.backend.backend()}, not {backend}"
-    here = Path.cwd()
-    with tempfile.TemporaryDirectory(prefix="bench-keras-") as tmp:
-        # DVCLive's Live() runs `dvc init` at the root of the git repository around the current
-        # folder (and stages its files there): run every case in a folder outside any repository.
-        os.chdir(tmp)
-        try:
-            rows = bench(args.calls, args.repeats, backend, Path(tmp))
-        finally:
-            os.chdir(here)
+    # DVCLive's Live() runs `dvc init` at the root of the git repository around the current
+    # folder (and stages its files there): run every case in a folder outside any repository.
+    with tempfile.TemporaryDirectory(prefix="bench-keras-") as tmp, harness.working_directory(Path(tmp)):
+        rows = bench(args.calls, args.repeats, backend, Path(tmp))
     return {"calls": args.calls, "repeats": args.repeats, "versions": versions(backend), "rows": rows}
 
 
@@ -310,41 +287,29 @@ def run_all(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Each backend in its own process (Keras picks its backend once, at import)."""
     results = []
     for backend in BACKENDS:
-        with tempfile.TemporaryDirectory(prefix="bench-keras-all-") as tmp:
-            out = Path(tmp) / "result.json"
-            command = [
-                sys.executable,
-                str(Path(__file__).resolve()),
-                "--backend",
-                backend,
-                "--calls",
-                str(args.calls),
-            ]
-            command += ["--repeats", str(args.repeats), "--json", str(out)]
-            done = subprocess.run(command, env={**os.environ, **CHILD_ENV}, check=False)
-            if done.returncode != 0 or not out.exists():
-                print(f"KERAS_BACKEND={backend}: the benchmark exited {done.returncode}\n")
-                results.append({"versions": {"backend": backend}, "error": f"exit {done.returncode}"})
-                continue
-            print()
-            results.extend(json.loads(out.read_text()))
+        arguments = ["--backend", backend, "--calls", str(args.calls), "--repeats", str(args.repeats)]
+        child = harness.run_child(__file__, arguments, env={**os.environ, **CHILD_ENV})
+        if child.result is None:
+            print(f"KERAS_BACKEND={backend}: the benchmark exited {child.returncode}\n")
+            results.append({"versions": {"backend": backend}, "error": f"exit {child.returncode}"})
+            continue
+        print()
+        results.extend(child.result)
     return results
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = harness.arg_parser(__doc__)
     parser.add_argument("--backend", choices=(*BACKENDS, "all"), default="torch", help="Keras backend")
     parser.add_argument("--calls", type=int, default=2_000, help="on_train_batch_end calls per timed repeat")
     parser.add_argument("--repeats", type=int, default=5, help="interleaved repeats per case")
-    parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
     args = parser.parse_args()
     if args.backend == "all":
         results = run_all(args)
     else:
         results = [run_one(args, args.backend)]
         print_table(results[0])
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    harness.write_json(args.json, results)
     return 0
 
 

@@ -34,21 +34,11 @@ Run: ``.venv/bin/python benchmarks/bench_lightning.py [--calls N] [--repeats R] 
 
 from __future__ import annotations
 
-import argparse
-import contextlib
 import csv
-import importlib.util
-import io
-import json
-import logging
 import os
-import platform
-import statistics
 import sys
-import tempfile
 import time
-import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,7 +53,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # tensorboard's TensorFlow, 
 
 from lightning.pytorch.loggers import CSVLogger, Logger
 
-from craft_callbacks import LocalStore
+import harness
 from craft_callbacks.lightning import CraftAiLogger
 
 KEYS = ("train_loss", "grad_norm", "lr", "epoch")
@@ -107,28 +97,13 @@ def metric_batches(calls: int) -> list[Metrics]:
     ]
 
 
-def installed(*modules: str) -> str | None:
-    """None when every module imports, else why the contender is skipped."""
-    missing = [module for module in modules if importlib.util.find_spec(module) is None]
-    return f"skipped (not installed: {', '.join(missing)})" if missing else None
-
-
 # -- contenders ----------------------------------------------------------------------
 
 
 def start_ours(folder: Path) -> Run:
     path = folder / "metrics.db"
     logger = CraftAiLogger(store_path=str(path), name="bench")
-
-    def recorded() -> int:
-        store = LocalStore(path)
-        try:
-            runs = store.executions()
-            return len(store.list_series(runs[0]["execution_id"], COUNTED)) if runs else 0
-        finally:
-            store.close()
-
-    return Run(logger, recorded)
+    return Run(logger, lambda: harness.count_local(path, COUNTED))
 
 
 def start_csv(folder: Path) -> Run:
@@ -173,59 +148,32 @@ def mlflow_starter(uri_of: Callable[[Path], str]) -> Callable[[Path], Run]:
     return start
 
 
-def mlflow_file_uri(folder: Path) -> str:
-    return (folder.parent / "mlruns").resolve().as_uri()  # one file store for every repeat
-
-
-def mlflow_sqlite_uri(folder: Path) -> str:
-    return f"sqlite:///{(folder.parent / 'mlflow.db').resolve()}"  # one database for every repeat
-
-
 def contenders() -> list[Contender]:
-    tensorboard = installed("tensorboard") and installed("tensorboardX")
-    mlflow = installed("mlflow")
-    sqlite = mlflow or installed("sqlalchemy", "alembic")
+    tensorboard = harness.not_installed("tensorboard") and harness.not_installed("tensorboardX")
+    mlflow = harness.not_installed("mlflow")
+    sqlite = mlflow or harness.not_installed("sqlalchemy", "alembic")
     table: list[tuple[str, Callable[[Path], Run] | None, str | None]] = [
         (FLOOR, None, None),
         (OURS, start_ours, None),
         ("CSVLogger", start_csv, None),
         ("TensorBoardLogger", start_tensorboard, tensorboard),
-        ("MLFlowLogger (file store)", mlflow_starter(mlflow_file_uri), mlflow),
-        ("MLFlowLogger (sqlite store)", mlflow_starter(mlflow_sqlite_uri), sqlite),
+        ("MLFlowLogger (file store)", mlflow_starter(harness.mlflow_file_uri), mlflow),
+        ("MLFlowLogger (sqlite store)", mlflow_starter(harness.mlflow_sqlite_uri), sqlite),
     ]
-    return [Contender(name, None if skipped else start, skipped or "") for name, start, skipped in table]
+    return [
+        Contender(name, None if missing else start, f"skipped ({missing})" if missing else "")
+        for name, start, missing in table
+    ]
 
 
 # -- timing --------------------------------------------------------------------------
-
-
-def time_floor(batches: list[Metrics]) -> float:
-    """Seconds for the floor: float() and list.append per key, nothing else."""
-    lists: dict[str, list[float]] = {key: [] for key in KEYS}
-    start = time.perf_counter()
-    for metrics in batches:
-        for key, value in metrics.items():
-            lists[key].append(float(value))
-    return time.perf_counter() - start
-
-
-@contextlib.contextmanager
-def quiet() -> Iterator[None]:
-    """The peers' prints and warnings (deprecations, 'Creating experiment'...) kept off the table."""
-    with (
-        contextlib.redirect_stdout(io.StringIO()),
-        contextlib.redirect_stderr(io.StringIO()),
-        warnings.catch_warnings(),
-    ):
-        warnings.simplefilter("ignore")
-        yield
 
 
 def run_once(contender: Contender, folder: Path, batches: list[Metrics]) -> None:
     """One run of one contender: set-up, ``len(batches)`` timed events, finalize; appended to its lists."""
     assert contender.start is not None
     folder.mkdir(parents=True)
-    with quiet():
+    with harness.quiet():
         run = contender.start(folder)
         logger = run.logger
         _ = logger.experiment  # what the trainer's setup hook does before training
@@ -250,14 +198,12 @@ def run_once(contender: Contender, folder: Path, batches: list[Metrics]) -> None
 
 
 def bench(calls: int, repeats: int, only: list[str] | None, folder: Path) -> list[Contender]:
-    everyone = contenders()
-    if only:
-        everyone = [c for c in everyone if c.name in (FLOOR, OURS) or any(o in c.name for o in only)]
+    everyone = harness.selected(contenders(), only, always=(FLOOR, OURS))
     batches = metric_batches(calls)
     for repeat in range(repeats):  # interleaved: noise hits every contender alike
         for index, contender in enumerate(everyone):
             if contender.name == FLOOR:
-                contender.per_event_us.append(time_floor(batches) / calls * 1e6)
+                contender.per_event_us.append(harness.time_floor(batches, KEYS) / calls * 1e6)
             if contender.start is None:
                 continue
             run_once(contender, folder / f"c{index}" / f"r{repeat}", [dict(b) for b in batches])
@@ -267,14 +213,8 @@ def bench(calls: int, repeats: int, only: list[str] | None, folder: Path) -> lis
 # -- report --------------------------------------------------------------------------
 
 
-def verdict(passed: bool | None) -> str:
-    return "-" if passed is None else "PASS" if passed else "MISS"
-
-
 def summarise(everyone: list[Contender], calls: int) -> dict[str, Any]:
-    def median(values: list[float]) -> float | None:
-        return statistics.median(values) if values else None
-
+    median = harness.median_or_none
     rows = []
     for contender in everyone:
         rows.append(
@@ -286,9 +226,7 @@ def summarise(everyone: list[Contender], calls: int) -> dict[str, Any]:
                 "first_event_ms": median(contender.first_ms),
                 "end_s": median(contender.end_s),
                 "recorded": contender.recorded,
-                "all_recorded": all(count == calls for count in contender.recorded)
-                if contender.recorded
-                else None,
+                "all_recorded": harness.all_recorded(contender.recorded, calls),
             }
         )
     by_name = {row["name"]: row for row in rows}
@@ -323,76 +261,39 @@ def print_tables(summary: dict[str, Any], calls: int, repeats: int) -> None:
     rows = summary["rows"]
     width = max(len(row["name"]) for row in rows)
     header = f"{'contender':<{width}} {'µs/event':>9} {'ours/peer':>9} {'1st ms':>8} {'end s':>7}  recorded"
-    print(header)
-    print("-" * len(header))
+    harness.print_header(header)
     for row in rows:
         if row["us_per_event"] is None:
             print(f"{row['name']:<{width}} {row['note']}")
             continue
-        ratio = row.get("ours_over_peer")
-        ratio_text = f"{ratio:>8.4f}x" if ratio is not None else f"{'':>9}"
-        first = f"{row['first_event_ms']:>8.2f}" if row["first_event_ms"] is not None else f"{'':>8}"
-        end = f"{row['end_s']:>7.3f}" if row["end_s"] is not None else f"{'':>7}"
-        if row["all_recorded"] is None:
-            recorded = ""
-        else:
-            counts = sorted(set(row["recorded"]))
-            recorded = (
-                f"{'all' if row['all_recorded'] else 'NOT all'} ({'/'.join(map(str, counts))} {COUNTED})"
-            )
+        ratio = harness.cell(row.get("ours_over_peer"), 8, ".4f", "x")
+        first = harness.cell(row["first_event_ms"], 8, ".2f")
+        end = harness.cell(row["end_s"], 7, ".3f")
+        recorded = harness.recorded_text(row["recorded"], row["all_recorded"], COUNTED)
         if "ours_over_floor" in row:
             recorded += f"; {row['ours_over_floor']:.1f}x the floor"
-        print(f"{row['name']:<{width}} {row['us_per_event']:>9.2f} {ratio_text} {first} {end}  {recorded}")
+        print(f"{row['name']:<{width}} {row['us_per_event']:>9.2f} {ratio} {first} {end}  {recorded}")
     print()
     print("goals")
-    goal_width = max(len(goal["goal"]) for goal in summary["goals"])
-    for goal in summary["goals"]:
-        print(f"  {goal['goal']:<{goal_width}}  {verdict(goal['pass']):<4}  {goal['detail']}")
+    harness.print_goals(summary["goals"])
 
 
 def versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    found = {}
-    for package in ("lightning", "torch", "tensorboard", "tensorboardX", "mlflow-skinny", "sqlalchemy"):
-        with contextlib.suppress(PackageNotFoundError):
-            found[package] = version(package)
-    return found
+    return harness.package_versions(
+        ("lightning", "torch", "tensorboard", "tensorboardX", "mlflow-skinny", "sqlalchemy")
+    )
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--calls", type=int, default=2_000, help="logging events per timed run")
-    parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats per contender")
-    parser.add_argument(
-        "--only", nargs="+", metavar="NAME", help="peers whose name contains NAME (ours and the floor always)"
-    )
-    parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
-    args = parser.parse_args()
-    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_ID", "CRAFT_CALLBACKS_STORE"):
-        os.environ.pop(name, None)  # every contender writes where this benchmark tells it
-    for name in ("mlflow", "alembic", "lightning", "lightning.pytorch", "tensorboard"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    here = Path.cwd()
-    with tempfile.TemporaryDirectory(prefix="bench-lightning-") as tmp:
-        os.chdir(tmp)  # whatever a peer writes to its working directory lands here
-        try:
-            everyone = bench(args.calls, args.repeats, args.only, Path(tmp))
-        finally:
-            os.chdir(here)
-    summary = summarise(everyone, args.calls)
-    print(", ".join(f"{name} {number}" for name, number in versions().items()))
-    print_tables(summary, args.calls, args.repeats)
-    if args.json:
-        results = {
-            "python": sys.version.split()[0],
-            "machine": platform.platform(),
-            "versions": versions(),
-            "calls": args.calls,
-            "repeats": args.repeats,
-            **summary,
-        }
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    args = harness.contender_parser(__doc__, "logging events per timed run").parse_args()
+    with harness.peers_folder(
+        "bench-lightning-",
+        # every contender writes where this benchmark tells it
+        ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_ID", "CRAFT_CALLBACKS_STORE"),
+        ("mlflow", "alembic", "lightning", "lightning.pytorch", "tensorboard"),
+    ) as folder:
+        everyone = bench(args.calls, args.repeats, args.only, folder)
+    harness.report_contenders(args, versions(), summarise(everyone, args.calls), print_tables)
     return 0
 
 

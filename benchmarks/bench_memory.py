@@ -33,11 +33,8 @@ Run: ``.venv/bin/python benchmarks/bench_memory.py [--sink local|platform|both] 
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing
 import os
-import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -48,6 +45,7 @@ from typing import Any
 
 os.environ["CRAFT_CALLBACKS_VERBOSITY"] = "warning"  # read when the first recorder is made
 
+import harness
 from craft_callbacks import LocalStore, MetricLimitWarning, MetricRecorder
 
 KEYS = (
@@ -63,13 +61,7 @@ KEYS = (
 GROWTH_GOAL_MB = 50.0
 SINKS = ("local", "platform")
 EXECUTION_ID = "bench-memory-1"
-PLATFORM_ENV = (
-    "CRAFT_AI_SDK_TOKEN",
-    "CRAFT_AI_ENVIRONMENT_URL",
-    "CRAFT_AI_CONTROL_URL",
-    "CRAFT_AI_EXECUTION_ID",
-)
-MB = 1024 * 1024
+MB = harness.MB
 
 
 def status_kb(field: str) -> int | None:
@@ -103,7 +95,7 @@ def peak_bytes() -> int | None:
 
 def serve_emulator(connection: Connection) -> None:
     """Child process: a PlatformEmulator, answering ``counts`` and ``stop`` over ``connection``."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    sys.path.insert(0, str(harness.ROOT / "tests"))
     from platform_emulator import PlatformEmulator
 
     with PlatformEmulator() as emulator:
@@ -164,10 +156,12 @@ def log_loop(recorder: MetricRecorder, steps: int, every: int) -> list[tuple[int
 
 def run_sink(sink: str, steps: int, every: int) -> dict[str, Any]:
     """In this process: one recorder to ``sink``, ``steps`` steps, RSS samples, what was delivered."""
-    here = Path.cwd()
     emulator_process = None
-    with tempfile.TemporaryDirectory(prefix=f"bench-memory-{sink}-") as tmp:
-        os.chdir(tmp)  # the platform's spool goes to ./craft_metrics/spool.db
+    # the platform's spool goes to ./craft_metrics/spool.db
+    with (
+        tempfile.TemporaryDirectory(prefix=f"bench-memory-{sink}-") as tmp,
+        harness.working_directory(Path(tmp)),
+    ):
         try:
             connection: Connection | None = None
             if sink == "platform":
@@ -176,13 +170,8 @@ def run_sink(sink: str, steps: int, every: int) -> dict[str, Any]:
                 emulator_process = context.Process(target=serve_emulator, args=(child,), daemon=True)
                 emulator_process.start()
                 url, token = connection.recv()
-                os.environ.update(
-                    CRAFT_AI_SDK_TOKEN=token,
-                    CRAFT_AI_ENVIRONMENT_URL=url,
-                    CRAFT_AI_CONTROL_URL=url,
-                    CRAFT_AI_EXECUTION_ID=EXECUTION_ID,
-                )
-                os.environ.pop("CRAFT_CALLBACKS_STORE", None)
+                harness.use_platform(token, url)
+                os.environ["CRAFT_AI_EXECUTION_ID"] = EXECUTION_ID
                 recorder = MetricRecorder()
                 if recorder.execution_id != EXECUTION_ID:
                     raise SystemExit(f"FAIL platform: sink='auto' chose {recorder!r}, not the platform")
@@ -212,7 +201,6 @@ def run_sink(sink: str, steps: int, every: int) -> dict[str, Any]:
                 connection.send("stop")
                 connection.recv()
         finally:
-            os.chdir(here)
             if emulator_process is not None:
                 emulator_process.join(10)
     peak = max([rss for _, rss, _ in samples] + [after_close] + ([high_water] if high_water else []))
@@ -263,8 +251,7 @@ def print_table(results: list[dict[str, Any]]) -> None:
         f"{'sink':<9} {'baseline':>9} {'peak':>8} {'growth':>7} {'@10%':>8} {'@50%':>8} {'@100%':>8} "
         f"{'closed':>8} {'loop s':>7} {'close s':>7}  delivered per list  goal < {GROWTH_GOAL_MB:g} MB"
     )
-    print(header)
-    print("-" * len(header))
+    harness.print_header(header)
     for result in results:
         if "error" in result:
             print(f"{result['sink']:<9} {result['error']}")
@@ -276,7 +263,7 @@ def print_table(results: list[dict[str, Any]]) -> None:
             f"{mb(result['rss_at']['50%']):>8} {mb(result['rss_at']['100%']):>8} "
             f"{mb(result['rss_after_close']):>8} {result['loop_s']:>7.2f} "
             f"{result['close_s']:>7.2f}  {'/'.join(f'{count:,}' for count in delivered):<18}  "
-            f"{'PASS' if result['pass'] else 'MISS'}"
+            f"{harness.verdict(result['pass'])}"
         )
     for result in results:
         if "error" in result:
@@ -297,55 +284,41 @@ def print_table(results: list[dict[str, Any]]) -> None:
 def run_children(args: argparse.Namespace) -> list[dict[str, Any]]:
     results = []
     for sink in SINKS:
-        with tempfile.TemporaryDirectory(prefix="bench-memory-all-") as tmp:
-            out = Path(tmp) / "result.json"
-            command = [sys.executable, str(Path(__file__).resolve()), "--sink", sink]
-            command += [
-                "--steps",
-                str(args.steps),
-                "--sample-every",
-                str(args.sample_every),
-                "--json",
-                str(out),
-            ]
-            done = subprocess.run(command, capture_output=True, text=True, check=False)
-            if done.returncode != 0 or not out.exists():
-                tail = (done.stdout + done.stderr).strip().splitlines()[-5:]
-                results.append({"sink": sink, "error": f"exit {done.returncode}: {' | '.join(tail)}"})
-                continue
-            results.extend(json.loads(out.read_text())["results"])
+        arguments = ["--sink", sink, "--steps", str(args.steps), "--sample-every", str(args.sample_every)]
+        child = harness.run_child(__file__, arguments, capture=True)
+        if child.result is None:
+            tail = child.output.strip().splitlines()[-5:]
+            results.append({"sink": sink, "error": f"exit {child.returncode}: {' | '.join(tail)}"})
+            continue
+        results.extend(child.result["results"])
     return results
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = harness.arg_parser(__doc__)
     parser.add_argument("--sink", choices=(*SINKS, "both"), default="both")
     parser.add_argument("--steps", type=int, default=1_000_000, help="log_step calls")
     parser.add_argument("--sample-every", type=int, default=10_000, help="steps between RSS samples")
-    parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
     args = parser.parse_args()
     if args.steps < 1 or args.sample_every < 1:
         parser.error("--steps and --sample-every must be at least 1")
     json_path = args.json.resolve() if args.json else None
-    for name in (*PLATFORM_ENV, "CRAFT_CALLBACKS_STORE"):
-        os.environ.pop(name, None)
+    harness.clear_environ((*harness.PLATFORM_ENV, "CRAFT_CALLBACKS_STORE"))
     # Thinning is expected here (the lists pass the cap by design); the report says how much.
     warnings.filterwarnings("ignore", category=MetricLimitWarning)
     results = (
         run_children(args) if args.sink == "both" else [run_sink(args.sink, args.steps, args.sample_every)]
     )
     print_table(results)
-    if json_path:
-        document = {
-            "python": sys.version.split()[0],
-            "machine": platform.platform(),
-            "steps": args.steps,
-            "keys": list(KEYS),
-            "sample_every": args.sample_every,
-            "goal_mb": GROWTH_GOAL_MB,
-            "results": results,
-        }
-        json_path.write_text(json.dumps(document, indent=2) + "\n")
+    document = {
+        **harness.running_here(),
+        "steps": args.steps,
+        "keys": list(KEYS),
+        "sample_every": args.sample_every,
+        "goal_mb": GROWTH_GOAL_MB,
+        "results": results,
+    }
+    harness.write_json(json_path, document)
     return 0 if all("error" not in result for result in results) else 1
 
 

@@ -37,9 +37,7 @@ Run: ``.venv/bin/python benchmarks/bench_platform.py [--steps N] [--repeats R] [
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -51,8 +49,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import harness
+
 os.environ["CRAFT_CALLBACKS_VERBOSITY"] = "warning"  # read when the first recorder is made
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+sys.path.insert(0, str(harness.ROOT / "tests"))
 
 import torch
 from craft_ai_sdk import CraftAiSdk
@@ -69,12 +69,6 @@ LR_DECAY = 0.9995
 REQUESTS_GOAL_RATIO = 100.0
 OVERHEAD_GOAL = 0.05
 VARIANTS = ("none", "naive", "recorder")
-PLATFORM_ENV = (
-    "CRAFT_AI_SDK_TOKEN",
-    "CRAFT_AI_ENVIRONMENT_URL",
-    "CRAFT_AI_CONTROL_URL",
-    "CRAFT_AI_EXECUTION_ID",
-)
 
 Metrics = dict[str, float]
 Record = Callable[[Metrics, int], None]
@@ -194,18 +188,37 @@ def inside_execution(execution_id: str) -> Iterator[str]:
             os.environ["CRAFT_AI_EXECUTION_ID"] = previous
 
 
+@contextmanager
+def emulated_platform(prefix: str) -> Iterator[PlatformEmulator]:
+    """A PlatformEmulator, this process in a temporary working folder (the recorder's spool goes to
+    ./craft_metrics/spool.db), and the platform's environment variables as they were, after."""
+    with (
+        harness.restored_environ(*harness.PLATFORM_ENV, "CRAFT_CALLBACKS_STORE"),
+        tempfile.TemporaryDirectory(prefix=prefix) as tmp,
+        PlatformEmulator() as emulator,
+        harness.working_directory(Path(tmp)),
+    ):
+        yield emulator
+
+
 def new_execution_id(variant: str, label: str) -> str:
     return f"bench-{variant}-{label}-{uuid.uuid4().hex[:8]}"
 
 
 def check_delivered(
-    emulator: PlatformEmulator, execution_id: str, history: list[Metrics], variant: str, scalars: bool
+    emulator: PlatformEmulator,
+    execution_id: str,
+    history: list[Metrics],
+    variant: str,
+    scalars: bool,
+    keys: tuple[str, ...] = KEYS,
 ) -> None:
-    """Fail loudly unless the execution holds exactly the loop's values, in order (and the scalars)."""
+    """Fail loudly unless the execution holds exactly the loop's values of ``keys``, in order (and, with
+    ``scalars``, each key's last value as a scalar)."""
     lists = {name: values for (run, name), values in emulator.store.lists.items() if run == execution_id}
-    if sorted(lists) != sorted(KEYS):
-        raise SystemExit(f"FAIL {variant}: execution {execution_id} holds lists {sorted(lists)}, not {KEYS}")
-    for key in KEYS:
+    if sorted(lists) != sorted(keys):
+        raise SystemExit(f"FAIL {variant}: execution {execution_id} holds lists {sorted(lists)}, not {keys}")
+    for key in keys:
         expected = [metrics[key] for metrics in history]
         got = lists[key]
         if got != expected:
@@ -219,7 +232,7 @@ def check_delivered(
             )
     if scalars:
         held = {name: value for (run, name), value in emulator.store.scalars.items() if run == execution_id}
-        expected_scalars = {key: history[-1][key] for key in KEYS}
+        expected_scalars = {key: history[-1][key] for key in keys}
         if held != expected_scalars:
             raise SystemExit(
                 f"FAIL {variant}: scalars of {execution_id} are {held}, expected {expected_scalars}"
@@ -355,10 +368,6 @@ def paired_overheads(runs: list[dict[str, Any]]) -> list[float]:
     ]
 
 
-def verdict(passed: bool) -> str:
-    return "PASS" if passed else "MISS"
-
-
 def print_report(
     summaries: dict[str, Summary], runs: list[dict[str, Any]], args: argparse.Namespace
 ) -> dict[str, Any]:
@@ -381,8 +390,7 @@ def print_report(
         f"{'variant':<10} {'repeats':>7} {'loop med s':>10} {'vs none':>9} {'cpu med s':>9} {'requests':>9} "
         f"{'bytes':>10} {'worst call':>11} {'p99 call':>10}"
     )
-    print(header)
-    print("-" * len(header))
+    harness.print_header(header)
     for summary in summaries.values():
         overhead = summary.loop_s / none.loop_s - 1
         print(
@@ -422,21 +430,21 @@ def print_report(
         print(
             f"goal: naive/recorder requests >= {REQUESTS_GOAL_RATIO:g}x: {naive_requests:,} / "
             f"{ours.requests:,} = {ratio:,.0f}x (fewest naive / most recorder)  "
-            f"{verdict(results['requests_pass'])}"
+            f"{harness.verdict(results['requests_pass'])}"
         )
     else:
         print("goal: naive/recorder requests: not measured (--naive-repeats 0)")
     results["overhead_pass"] = overhead <= OVERHEAD_GOAL
     print(
         f"goal: recorder loop within {OVERHEAD_GOAL:.0%} of no recording: {ours.loop_s:.3f} s vs "
-        f"{none.loop_s:.3f} s = {overhead:+.1%}  {verdict(results['overhead_pass'])} "
+        f"{none.loop_s:.3f} s = {overhead:+.1%}  {harness.verdict(results['overhead_pass'])} "
         f"(median of the paired per-repeat overheads: {statistics.median(paired):+.1%})"
     )
     return results
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = harness.arg_parser(__doc__)
     parser.add_argument("--steps", type=int, default=2_000, help="training steps per timed loop")
     parser.add_argument("--repeats", type=int, default=5, help="interleaved repeats of none and recorder")
     parser.add_argument("--naive-repeats", type=int, default=2, help="repeats of naive (30+ s each)")
@@ -444,38 +452,22 @@ def main() -> int:
     parser.add_argument("--hidden", type=int, default=64, help="hidden width of the MLP")
     parser.add_argument("--batch", type=int, default=32, help="batch size")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
     args = parser.parse_args()
     if args.repeats < 1 or args.naive_repeats < 0 or args.steps < 1:
         parser.error("--repeats and --steps must be at least 1, --naive-repeats at least 0")
     args.naive_repeats = min(args.naive_repeats, args.repeats)
     torch.set_num_threads(1)
-    saved_env = {name: os.environ.get(name) for name in (*PLATFORM_ENV, "CRAFT_CALLBACKS_STORE")}
-    cwd = Path.cwd()
     json_path = args.json.resolve() if args.json else None
-    with tempfile.TemporaryDirectory(prefix="bench-platform-") as tmp, PlatformEmulator() as emulator:
-        os.chdir(tmp)  # the spool goes to ./craft_metrics/spool.db
-        os.environ.pop("CRAFT_CALLBACKS_STORE", None)
-        os.environ["CRAFT_AI_SDK_TOKEN"] = emulator.token
-        os.environ["CRAFT_AI_ENVIRONMENT_URL"] = emulator.url
-        os.environ["CRAFT_AI_CONTROL_URL"] = emulator.url
+    with emulated_platform("bench-platform-") as emulator:
+        harness.use_platform(emulator.token, emulator.url)
         emulator.latency_s = LATENCY_S
-        try:
-            runs = run_all(emulator, args)
-        finally:
-            os.chdir(cwd)
-            for name, value in saved_env.items():
-                if value is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = value
+        runs = run_all(emulator, args)
     summaries = summarize(runs)
     results = print_report(summaries, runs, args)
     if json_path:
         document = {
-            "python": sys.version.split()[0],
+            **harness.running_here(),
             "torch": torch.__version__,
-            "machine": platform.platform(),
             "cpus": os.cpu_count(),
             "latency_s": LATENCY_S,
             "steps": args.steps,
@@ -492,7 +484,7 @@ def main() -> int:
             "goals": results,
             "runs": [{key: value for key, value in run.items() if key != "call_latencies"} for run in runs],
         }
-        json_path.write_text(json.dumps(document, indent=2) + "\n")
+        harness.write_json(json_path, document)
     return 0
 
 

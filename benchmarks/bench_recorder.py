@@ -17,10 +17,7 @@ Run: ``.venv/bin/python benchmarks/bench_recorder.py [--calls N] [--repeats R] [
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -32,6 +29,7 @@ from typing import Any
 
 os.environ["CRAFT_CALLBACKS_VERBOSITY"] = "warning"  # read when the first recorder is made
 
+import harness
 from craft_callbacks import LocalStore, MemorySink, MetricRecorder
 
 KEYS = ("loss", "grad_norm", "learning_rate", "epoch")
@@ -93,16 +91,6 @@ def new_store(folder: Path) -> LocalStore:
     return LocalStore(Path(tempfile.mkdtemp(dir=folder)) / "metrics.db")
 
 
-def time_floor(batches: list[Batch]) -> float:
-    """Seconds for the floor: float() and list.append per key, nothing else."""
-    lists: dict[str, list[float]] = {key: [] for key in KEYS}
-    start = time.perf_counter()
-    for metrics in batches:
-        for key, value in metrics.items():
-            lists[key].append(float(value))
-    return time.perf_counter() - start
-
-
 def time_log_step(batches: list[Batch], factory: SinkFactory, folder: Path) -> float:
     """Seconds for ``log_step`` over ``batches``, on a fresh recorder closed after the timing."""
     with opened_sink(factory, folder) as sink:
@@ -128,7 +116,7 @@ def bench_log_step(calls: int, repeats: int, folder: Path) -> list[dict[str, Any
                 continue
             floor, ours = [], []
             for _ in range(repeats):  # interleaved: noise hits both alike
-                floor.append(time_floor(batches) / calls * 1e6)
+                floor.append(harness.time_floor(batches, KEYS) / calls * 1e6)
                 ours.append(time_log_step(batches, factory, folder) / calls * 1e6)
             row.update(floor_us=statistics.median(floor), ours_us=statistics.median(ours))
             row["ratio"] = row["ours_us"] / row["floor_us"]
@@ -164,16 +152,11 @@ def bench_ingest(folder: Path) -> dict[str, Any]:
     return {"values_per_s": rate, "all_values_per_s": rates, "pass": rate >= INGEST_GOAL_VALUES_S}
 
 
-def verdict(passed: bool | None) -> str:
-    return "-" if passed is None else "PASS" if passed else "MISS"
-
-
 def print_tables(rows: list[dict[str, Any]], ingest: dict[str, Any], calls: int, repeats: int) -> None:
     print(f"log_step, 4 keys: median µs/call over {repeats} interleaved repeats of {calls:,} calls")
     width = max(len(row["case"]) for row in rows)
     header = f"{'case':<{width}} {'floor µs':>9} {'ours µs':>9} {'ours/floor':>10}  {'goal':<8} result"
-    print(header)
-    print("-" * len(header))
+    harness.print_header(header)
     for row in rows:
         if "note" in row:
             print(f"{row['case']:<{width}} {row['note']}")
@@ -181,7 +164,7 @@ def print_tables(rows: list[dict[str, Any]], ingest: dict[str, Any], calls: int,
         goal = f"<= {STEP_GOAL_RATIO:g}x" if row["goal"] else "(info)"
         print(
             f"{row['case']:<{width}} {row['floor_us']:>9.3f} {row['ours_us']:>9.3f} {row['ratio']:>9.2f}x"
-            f"  {goal:<8} {verdict(row['pass'])}"
+            f"  {goal:<8} {harness.verdict(row['pass'])}"
         )
     print()
     print(f"LocalStore ingestion: {INGEST_CALLS:,} log_step x {len(KEYS)} keys + close(), all values checked")
@@ -189,30 +172,27 @@ def print_tables(rows: list[dict[str, Any]], ingest: dict[str, Any], calls: int,
     repeats_text = ", ".join(f"{rate:,.0f}" for rate in ingest["all_values_per_s"])
     print(
         f"{ingest['values_per_s']:<26,.0f} {'>= ' + format(INGEST_GOAL_VALUES_S, ',.0f'):<12} "
-        f"{verdict(ingest['pass']):<8} {repeats_text}"
+        f"{harness.verdict(ingest['pass']):<8} {repeats_text}"
     )
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = harness.arg_parser(__doc__)
     parser.add_argument("--calls", type=int, default=20_000, help="log_step calls per timed repeat")
     parser.add_argument("--repeats", type=int, default=7, help="interleaved repeats per row")
-    parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-recorder-") as tmp:
         rows = bench_log_step(args.calls, args.repeats, Path(tmp))
         ingest = bench_ingest(Path(tmp))
     print_tables(rows, ingest, args.calls, args.repeats)
-    if args.json:
-        results = {
-            "python": sys.version.split()[0],
-            "machine": platform.platform(),
-            "calls": args.calls,
-            "repeats": args.repeats,
-            "log_step": rows,
-            "ingest": {"calls": INGEST_CALLS, "keys": len(KEYS), "repeats": INGEST_REPEATS, **ingest},
-        }
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    results = {
+        **harness.running_here(),
+        "calls": args.calls,
+        "repeats": args.repeats,
+        "log_step": rows,
+        "ingest": {"calls": INGEST_CALLS, "keys": len(KEYS), "repeats": INGEST_REPEATS, **ingest},
+    }
+    harness.write_json(args.json, results)
     return 0
 
 

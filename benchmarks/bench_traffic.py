@@ -33,26 +33,30 @@ Run: ``.venv/bin/python benchmarks/bench_traffic.py [--steps N] [--naive-steps N
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import json
-import os
-import platform
 import socket
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_platform, beside this file
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_platform and harness, beside this file
 
 import torch
 from craft_ai_sdk import CraftAiSdk
 
-from bench_platform import PLATFORM_ENV, Trainer, inside_execution, new_execution_id
+import harness
+from bench_platform import (
+    Trainer,
+    check_delivered,
+    counts_since,
+    emulated_platform,
+    inside_execution,
+    new_execution_id,
+    snapshot,
+)
 from craft_callbacks import MetricRecorder
 from craft_callbacks.sinks.craft_ai import is_craft_ai_sdk
 from platform_emulator import PlatformEmulator  # tests/, put on the path by bench_platform
@@ -150,27 +154,20 @@ class Meter:
         self.emulator, self.relay = emulator, relay
 
     def start(self) -> None:
-        self._count = self.emulator.request_count
-        self._routes = dict(self.emulator.requests_per_route)
-        self._body = self.emulator.bytes_received
+        self._before = snapshot(self.emulator)
         self._wire = self.relay.counts()
 
     def stop(self) -> Traffic:
-        log = self.emulator.requests_log[self._count :]
-        routes = self.emulator.requests_per_route
+        counts = counts_since(self.emulator, self._before)
         sent, received, connections = self.relay.counts()
         return Traffic(
-            requests=len(log),
-            per_route={
-                route: routes[route] - self._routes.get(route, 0)
-                for route in routes
-                if routes[route] != self._routes.get(route, 0)
-            },
-            body_bytes=self.emulator.bytes_received - self._body,
+            requests=counts.requests,
+            per_route=counts.per_route,
+            body_bytes=counts.bytes,
             wire_bytes=sent - self._wire[0],
             wire_bytes_back=received - self._wire[1],
             connections=connections - self._wire[2],
-            failed=sum(1 for request in log if request.status is None or not 200 <= request.status < 300),
+            failed=counts.failed,
         )
 
 
@@ -193,19 +190,6 @@ def eight_metrics(trainer: Trainer, steps: int) -> Any:
         yield step, metrics
 
 
-def check_lists(
-    emulator: PlatformEmulator, execution_id: str, history: list[dict[str, float]], what: str
-) -> None:
-    lists = {name: values for (run, name), values in emulator.store.lists.items() if run == execution_id}
-    if sorted(lists) != sorted(KEYS):
-        raise SystemExit(f"FAIL {what}: execution holds lists {sorted(lists)}, not {sorted(KEYS)}")
-    for key in KEYS:
-        if lists[key] != [metrics[key] for metrics in history]:
-            raise SystemExit(
-                f"FAIL {what}: list {key!r} holds {len(lists[key])} values, not the {len(history)} logged"
-            )
-
-
 def run_ours(meter: Meter, emulator: PlatformEmulator, steps: int, seed: int) -> dict[str, Any]:
     trainer = Trainer(hidden=64, batch=32, seed=seed)
     history: list[dict[str, float]] = []
@@ -222,10 +206,7 @@ def run_ours(meter: Meter, emulator: PlatformEmulator, steps: int, seed: int) ->
         recorder.close()
         total_s = time.perf_counter() - started
         traffic = meter.stop()
-    check_lists(emulator, execution_id, history, "ours")
-    scalars = {name: value for (run, name), value in emulator.store.scalars.items() if run == execution_id}
-    if scalars != {key: history[-1][key] for key in KEYS}:
-        raise SystemExit(f"FAIL ours: scalars {scalars}, expected the last value of each list")
+    check_delivered(emulator, execution_id, history, "ours", scalars=True, keys=KEYS)
     return {"steps": steps, "loop_s": loop_s, "total_s": total_s, **vars(traffic)}
 
 
@@ -243,7 +224,7 @@ def run_naive(meter: Meter, emulator: PlatformEmulator, steps: int, seed: int) -
                 record_list(name, value)
         loop_s = time.perf_counter() - started
         traffic = meter.stop()
-    check_lists(emulator, execution_id, history, "naive")
+    check_delivered(emulator, execution_id, history, "naive", scalars=False, keys=KEYS)
     return {"steps": steps, "loop_s": loop_s, **vars(traffic)}
 
 
@@ -275,8 +256,7 @@ def print_report(results: dict[str, Any]) -> None:
         f"bytes = request bodies"
     )
     header = f"{'variant':<34} {'requests':>9} {'wire bytes':>12} {'body bytes':>12} {'time s':>8}  by route"
-    print(header)
-    print("-" * len(header))
+    harness.print_header(header)
     routes = ", ".join(f"{route} {count:,}" for route, count in sorted(ours["per_route"].items()))
     print(
         f"{'ours (MetricRecorder)':<34} {ours['requests']:>9,} {ours['wire_bytes']:>12,} "
@@ -302,48 +282,33 @@ def print_report(results: dict[str, Any]) -> None:
         f"ratio naive/ours: requests {results['requests_ratio']:,.0f}x, wire bytes "
         f"{results['wire_bytes_ratio']:,.1f}x, body bytes {results['body_bytes_ratio']:,.1f}x"
     )
-    verdict = "PASS" if results["pass"] else "MISS"
     print(
         f"goal: at least {REQUESTS_GOAL_RATIO:g}x fewer requests than one call per value: "
-        f"{naive['requests']:,} / {ours['requests']:,} = {results['requests_ratio']:,.0f}x  {verdict}"
+        f"{naive['requests']:,} / {ours['requests']:,} = {results['requests_ratio']:,.0f}x  "
+        f"{harness.verdict(results['pass'])}"
     )
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = harness.arg_parser(__doc__)
     parser.add_argument("--steps", type=int, default=10_000, help="training steps of the run")
     parser.add_argument("--naive-steps", type=int, default=500, help="steps of the measured naive sample")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
     args = parser.parse_args()
     if args.steps < 1 or not 1 <= args.naive_steps <= args.steps:
         parser.error("--steps must be at least 1, --naive-steps between 1 and --steps")
     torch.set_num_threads(1)
     json_path = args.json.resolve() if args.json else None
-    saved_env = {name: os.environ.get(name) for name in (*PLATFORM_ENV, "CRAFT_CALLBACKS_STORE")}
-    here = Path.cwd()
-    with tempfile.TemporaryDirectory(prefix="bench-traffic-") as tmp, PlatformEmulator() as emulator:
+    with emulated_platform("bench-traffic-") as emulator:
         emulator.latency_s = 0.0
         relay = CountingRelay(emulator.port)
-        os.chdir(tmp)  # the recorder's spool goes to ./craft_metrics/spool.db
-        os.environ.pop("CRAFT_CALLBACKS_STORE", None)
-        os.environ.update(
-            CRAFT_AI_SDK_TOKEN=emulator.token,
-            CRAFT_AI_ENVIRONMENT_URL=relay.url,
-            CRAFT_AI_CONTROL_URL=relay.url,
-        )
+        harness.use_platform(emulator.token, relay.url)
         meter = Meter(emulator, relay)
         try:
             ours = run_ours(meter, emulator, args.steps, args.seed)
             sample = run_naive(meter, emulator, args.naive_steps, args.seed)
         finally:
-            os.chdir(here)
             relay.close()
-            for name, value in saved_env.items():
-                if value is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = value
     naive = extrapolate(sample, args.steps)
     results: dict[str, Any] = {"ours": ours, "naive_sample": sample, "naive": naive}
     results["requests_ratio"] = naive["requests"] / ours["requests"]
@@ -353,15 +318,14 @@ def main() -> int:
     print_report(results)
     if json_path:
         document = {
-            "python": sys.version.split()[0],
+            **harness.running_here(),
             "torch": torch.__version__,
-            "machine": platform.platform(),
             "keys": list(KEYS),
             "latency_s": 0.0,
             "goal_ratio": REQUESTS_GOAL_RATIO,
             **results,
         }
-        json_path.write_text(json.dumps(document, indent=2) + "\n")
+        harness.write_json(json_path, document)
     return 0
 
 

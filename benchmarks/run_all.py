@@ -21,7 +21,6 @@ installed by the ``bench`` extra: ``pip install -c constraints.txt -e '.[bench]'
 
 from __future__ import annotations
 
-import argparse
 import collections
 import contextlib
 import datetime
@@ -36,12 +35,14 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import harness
+from harness import MB, verdict
+
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
+ROOT = harness.ROOT
 PACKAGES = (
     "craft-callbacks",
     "craft-ai-sdk",
@@ -57,7 +58,6 @@ PACKAGES = (
     "tensorflow-cpu",
     "dvclive",
 )
-MB = 1024 * 1024
 
 
 @dataclass
@@ -163,18 +163,10 @@ def load() -> str:
 
 
 def versions() -> list[tuple[str, str]]:
-    found = [("python", sys.version.split()[0])]
-    for package in PACKAGES:
-        with contextlib.suppress(metadata.PackageNotFoundError):
-            found.append((package, metadata.version(package)))
-    return found
+    return [("python", harness.python_version()), *harness.package_versions(PACKAGES).items()]
 
 
 # -- formatting ----------------------------------------------------------------------
-
-
-def verdict(passed: bool | None) -> str:
-    return "-" if passed is None else "PASS" if passed else "MISS"
 
 
 def num(value: Any, digits: int = 2, suffix: str = "") -> str:
@@ -252,12 +244,6 @@ def render_huggingface(result: dict[str, Any]) -> tuple[list[str], list[Goal]]:
         if row.get("median_us") is None:
             rows.append([row["name"], row.get("note") or "did not run", "", "", "", "", ""])
             continue
-        counts = "/".join(str(c) for c in sorted(set(row.get("recorded") or [])))
-        recorded = (
-            ""
-            if row.get("all_recorded") is None
-            else f"{'all' if row['all_recorded'] else 'NOT all'} ({counts})"
-        )
         rows.append(
             [
                 row["name"],
@@ -266,7 +252,7 @@ def render_huggingface(result: dict[str, Any]) -> tuple[list[str], list[Goal]]:
                 ratio(row.get("ours_over_peer")),
                 num(row.get("begin_s"), 3),
                 num(row.get("end_s"), 3),
-                recorded,
+                harness.recorded_text(row.get("recorded") or [], row.get("all_recorded")),
             ]
         )
     goals = [
@@ -293,12 +279,6 @@ def render_lightning(result: dict[str, Any]) -> tuple[list[str], list[Goal]]:
         if row.get("us_per_event") is None:
             rows.append([row["name"], row.get("note") or "did not run", "", "", "", ""])
             continue
-        counts = "/".join(str(c) for c in sorted(set(row.get("recorded") or [])))
-        recorded = (
-            ""
-            if row.get("all_recorded") is None
-            else f"{'all' if row['all_recorded'] else 'NOT all'} ({counts})"
-        )
         rows.append(
             [
                 row["name"],
@@ -306,7 +286,7 @@ def render_lightning(result: dict[str, Any]) -> tuple[list[str], list[Goal]]:
                 ratio(row.get("ours_over_peer")),
                 num(row.get("first_event_ms")),
                 num(row.get("end_s"), 3),
-                recorded,
+                harness.recorded_text(row.get("recorded") or [], row.get("all_recorded")),
             ]
         )
     goals = [[goal["goal"], verdict(goal["pass"]), goal["detail"]] for goal in result["goals"]]
@@ -706,39 +686,47 @@ def render(bench: Bench) -> tuple[list[str], list[Goal]]:
     return lines, goals
 
 
+def lower_than_every_peer(goal: str, ours: str, figures: list[str], lost: list[str], judged: bool) -> Goal:
+    """An (a) goal: ``ours`` and each peer's figure measured; PASS when no peer that ran is lower."""
+    measured = f"{ours}; " + ", ".join(figures) + (f"; not lower than {', '.join(lost)}" if lost else "")
+    return Goal("(a) per event", goal, measured, (not lost) if judged else None)
+
+
+def adapter_goal(result: dict[str, Any], goal: str, figure: str, ours_note: str, judged_on: str) -> Goal:
+    """HuggingFace's or Lightning's (a) goal from its ``ours < peer`` goals, each judged on ``judged_on``;
+    the figures are the column ``figure`` of its rows."""
+    peers = [g for g in result["goals"] if g["goal"].startswith("ours < ") and g[judged_on] is not None]
+    ours = next(r for r in result["rows"] if r["name"].startswith("ours"))
+    return lower_than_every_peer(
+        goal,
+        f"ours {num(ours[figure])} µs{ours_note}",
+        [f"{r['name']} {num(r[figure])}" for r in result["rows"] if "ours_over_peer" in r],
+        [g["goal"][7:] for g in peers if not g[judged_on]],
+        bool(peers),
+    )
+
+
 def per_event_goals(runs: dict[str, Bench]) -> list[Goal]:
     """(a): ours lower than every peer of its framework, per event (the adapter issues' goal)."""
     goals: list[Goal] = []
     with contextlib.suppress(Exception):
-        result = runs["huggingface"].result
-        peers = [g for g in result["goals"] if g["goal"].startswith("ours < ") and g["median"] is not None]
-        lost = [g["goal"][7:] for g in peers if not g["median"]]
-        ours = next(r for r in result["rows"] if r["name"].startswith("ours"))
-        measured = f"ours {num(ours['median_us'])} µs (median call); " + ", ".join(
-            f"{r['name']} {num(r['median_us'])}" for r in result["rows"] if "ours_over_peer" in r
-        )
         goals.append(
-            Goal(
-                "(a) per event",
+            adapter_goal(
+                runs["huggingface"].result,
                 "HuggingFace `on_log`: ours lower than every peer",
-                measured + (f"; not lower than {', '.join(lost)}" if lost else ""),
-                (not lost) if peers else None,
+                "median_us",
+                " (median call)",
+                "median",
             )
         )
     with contextlib.suppress(Exception):
-        result = runs["lightning"].result
-        peers = [g for g in result["goals"] if g["goal"].startswith("ours < ") and g["pass"] is not None]
-        lost = [g["goal"][7:] for g in peers if not g["pass"]]
-        ours = next(r for r in result["rows"] if r["name"].startswith("ours"))
-        measured = f"ours {num(ours['us_per_event'])} µs; " + ", ".join(
-            f"{r['name']} {num(r['us_per_event'])}" for r in result["rows"] if "ours_over_peer" in r
-        )
         goals.append(
-            Goal(
-                "(a) per event",
+            adapter_goal(
+                runs["lightning"].result,
                 "Lightning `log_metrics` + `save`: ours lower than every peer",
-                measured + (f"; not lower than {', '.join(lost)}" if lost else ""),
-                (not lost) if peers else None,
+                "us_per_event",
+                "",
+                "pass",
             )
         )
     with contextlib.suppress(Exception):
@@ -746,17 +734,14 @@ def per_event_goals(runs: dict[str, Bench]) -> list[Goal]:
             rows = backend["rows"]
             for own in [r for r in rows if r["role"] == "ours"]:
                 judged = [(r["case"], r["end_median_us"], r["vs"][own["case"]]) for r in rows if "vs" in r]
-                lost = [case for case, _, v in judged if not v["pass"]]
-                measured = f"ours {num(own['end_median_us'], 3)} µs; " + ", ".join(
-                    f"{case} {num(us, 3)}" for case, us, _ in judged
-                )
                 goals.append(
-                    Goal(
-                        "(a) per event",
+                    lower_than_every_peer(
                         f"Keras ({backend['versions']['backend']}) `on_train_batch_end`, {own['case']}: ours "
                         "lower than every peer that runs",
-                        measured + (f"; not lower than {', '.join(lost)}" if lost else ""),
-                        (not lost) if judged else None,
+                        f"ours {num(own['end_median_us'], 3)} µs",
+                        [f"{case} {num(us, 3)}" for case, us, _ in judged],
+                        [case for case, _, v in judged if not v["pass"]],
+                        bool(judged),
                     )
                 )
     return goals
@@ -864,7 +849,7 @@ def report(
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = harness.arg_parser(__doc__, json_option=False)
     parser.add_argument("--quick", action="store_true", help="a smoke run: fewer calls and repeats")
     parser.add_argument("--only", nargs="+", metavar="NAME", choices=[bench.name for bench in benches()])
     parser.add_argument("--output", type=Path, help="where to write the report (default: BENCHMARKS.md)")
