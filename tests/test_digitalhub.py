@@ -10,6 +10,7 @@ import digitalhub as dh
 import pytest
 
 from craft_callbacks import DeliveryWarning, DigitalHubSink, MetricRecorder, safe_name
+from craft_callbacks.cli import main as cli_main
 from craft_callbacks.huggingface import CraftAiCallback
 from craft_callbacks.keras import CraftAiKerasCallback
 from craft_callbacks.lightning import CraftAiLogger
@@ -189,3 +190,30 @@ def test_an_existing_series_is_appended_to(project: str, digitalhub: DigitalHubE
 def test_anything_but_an_entity_is_refused_at_once(entity: Any) -> None:
     with pytest.raises(TypeError, match="DigitalHub run or model entity"):
         DigitalHubSink(entity)
+
+
+def test_an_outage_past_close_is_delivered_by_sync_to_the_same_entity_each_value_once(
+    project: str, digitalhub: DigitalHubEmulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = new_run(project)
+    digitalhub.fault_routes = {ROUTE_METRIC_PUT}
+    digitalhub.drop_after_storing_next(1)  # the first write lands, its answer is lost
+    digitalhub.failure_rate = 1.0  # then every write fails: an outage that outlasts the run
+    recorder = MetricRecorder(DigitalHubSink(run), flush_interval=0.05, close_timeout=1)
+    for step in range(30):
+        recorder.log_step({"loss": float(step), "acc": step / 30}, step=step)
+    recorder.flush(0.5)
+    for step in range(30, 60):
+        recorder.log_step({"loss": float(step), "acc": step / 30}, step=step)
+
+    with pytest.warns(DeliveryWarning, match="craft-callbacks sync --spool"):
+        recorder.close()
+
+    assert len(run.metrics.get("loss", [])) < 60  # the outage kept values back
+    digitalhub.failure_rate = 0.0
+    assert cli_main(["sync", "--spool", str(Path("craft_metrics") / "spool.db")]) == 0
+    assert run.metrics["loss"] == [float(step) for step in range(60)]
+    assert run.metrics["acc"] == [step / 30 for step in range(60)]
+    assert "delivered" in capsys.readouterr().out
+    assert cli_main(["sync", "--spool", str(Path("craft_metrics") / "spool.db")]) == 0  # nothing twice
+    assert run.metrics["loss"] == [float(step) for step in range(60)]

@@ -17,11 +17,13 @@ import time
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from craft_callbacks.exceptions import DeliveryWarning, PermanentError
-from craft_callbacks.sinks.local_store import LocalStore
 from craft_callbacks.values import Number
+
+if TYPE_CHECKING:  # the sinks package imports this module
+    from craft_callbacks.sinks.local_store import LocalStore
 
 logger = logging.getLogger("craft_callbacks")
 
@@ -116,7 +118,15 @@ class Destination:
             self.rejected_values += len(values)
             del self.pending.lists[name]
             return
-        self._before_list(name)
+        try:
+            self._before_list(name)
+        except Exception as error:
+            if not is_permanent(error):
+                self._after_failure(name, error)
+                raise
+            self._refuse("list", name, error, len(values))
+            del self.pending.lists[name]
+            return
         while values:
             chunk = values[:LIST_REQUEST_LIMIT]
             try:

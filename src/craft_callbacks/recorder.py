@@ -36,6 +36,7 @@ from craft_callbacks.logs import visible_logger
 from craft_callbacks.names import MAX_NAME_LENGTH, NameRegistry
 from craft_callbacks.sinks.auto import platform_execution_id, resolve_auto_sink
 from craft_callbacks.sinks.craft_ai import DEFAULT_REQUEST_TIMEOUT_S, PlatformDestination, is_craft_ai_sdk
+from craft_callbacks.sinks.digitalhub import DigitalHubDestination, DigitalHubSink
 from craft_callbacks.sinks.local_store import LocalStore, new_execution_id
 from craft_callbacks.spool import Spool, default_spool_path
 from craft_callbacks.thinning import DEFAULT_MAX_LIST_VALUES, ListThinner
@@ -627,6 +628,8 @@ def _destination_for(sink: Any, run: _RunSettings) -> Destination:
             return _destination_for(LocalStore(run.store_path), run)
         spool = Spool(default_spool_path(run.store_path))
         destination: Destination = PlatformDestination(sink, platform_run, spool, run.request_timeout)
+    elif isinstance(sink, DigitalHubSink):
+        destination = DigitalHubDestination(sink, Spool(default_spool_path(run.store_path)))
     else:
         destination = Destination(
             sink,

@@ -1,8 +1,8 @@
-"""Deliver a spool to the platform later: ``craft-callbacks sync``.
+"""Deliver a spool later: ``craft-callbacks sync``.
 
-Each list's values go to the execution they were recorded in, in order, once:
-before sending, the platform's count for the list says how many of the
-spooled values it already holds (a run killed between the platform's
+Each list's values go to the run they were recorded in (a Craft AI execution
+or a DigitalHub entity), in order, once: before sending, the remote's count
+for the list says how many of the spooled values it already holds (a run killed between the platform's
 acceptance and the spool's update), and each accepted request is recorded in
 the spool at once, so an interrupted sync resumes without duplicates. Lists
 still owned by a running process are left to it unless ``force``.
@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -26,6 +26,8 @@ from craft_callbacks.sinks.craft_ai import (
     install_request_timeout,
     platform_list_count,
 )
+from craft_callbacks.sinks.digitalhub import SPOOL_PREFIX as DIGITALHUB_PREFIX
+from craft_callbacks.sinks.digitalhub import sink_for_key
 from craft_callbacks.spool import UNVERIFIABLE, Spool, SpooledList
 
 _ATTEMPTS: Final = 4
@@ -106,12 +108,53 @@ def _retrying(call: Any, *args: Any) -> Any:
     raise AssertionError("unreachable")
 
 
-def _sync_list(sdk: Any, spool: Spool, item: SpooledList, report: SyncReport) -> None:
-    """Deliver one list; every attempt first asks the platform what it already holds."""
+class _Targets:
+    """Where each spooled run goes: its Craft AI execution (through one SDK client) or its
+    DigitalHub entity (found again from the key it was spooled under)."""
+
+    def __init__(self, sdk: Any) -> None:
+        self._sdk = sdk
+        self._digitalhub: dict[str, Any] = {}
+
+    def __call__(self, key: str) -> _Target:
+        if key.startswith(DIGITALHUB_PREFIX):
+            if key not in self._digitalhub:
+                self._digitalhub[key] = sink_for_key(key)
+            sink = self._digitalhub[key]
+            return _Target(sink.list_count, sink, nullcontext())
+        sdk = self._craft_ai()
+        return _Target(lambda name: platform_list_count(sdk, key, name), sdk, _in_execution(key))
+
+    def _craft_ai(self) -> Any:
+        if self._sdk is None:
+            try:
+                with sdk_import():
+                    from craft_ai_sdk import CraftAiSdk
+            except ImportError as error:
+                raise CraftCallbacksError(
+                    "craft-ai-sdk is not installed: pip install 'craft-callbacks[craft]'"
+                ) from error
+            try:
+                self._sdk = CraftAiSdk(warn_on_metric_outside_of_pipeline=False)  # type: ignore[no-untyped-call]
+            except ValueError as error:
+                raise CraftCallbacksError(f"cannot reach the platform: {error}") from error
+            install_request_timeout(self._sdk, DEFAULT_REQUEST_TIMEOUT_S)
+        return self._sdk
+
+
+@dataclass
+class _Target:
+    count: Callable[[str], int]
+    sink: Any  # record_list_metric_values / record_metric_value
+    context: AbstractContextManager[Any]
+
+
+def _sync_list(target: _Target, spool: Spool, item: SpooledList, report: SyncReport) -> None:
+    """Deliver one list; every attempt first asks the remote what it already holds."""
     label = f"{item.execution_id}/{item.name}"
     for attempt in range(_ATTEMPTS):
         try:
-            _deliver_rest(sdk, spool, item, report)
+            _deliver_rest(target, spool, item, report)
             return
         except Exception as error:
             if is_permanent(error):
@@ -124,10 +167,10 @@ def _sync_list(sdk: Any, spool: Spool, item: SpooledList, report: SyncReport) ->
             time.sleep(0.5 * 2**attempt)
 
 
-def _deliver_rest(sdk: Any, spool: Spool, item: SpooledList, report: SyncReport) -> None:
-    """Skip what the platform already holds, then send the rest in requests of 10,000 values."""
-    count = platform_list_count(sdk, item.execution_id, item.name)
-    if item.base is None:  # nothing of this list was ever sent: the platform's count is the base
+def _deliver_rest(target: _Target, spool: Spool, item: SpooledList, report: SyncReport) -> None:
+    """Skip what the remote already holds, then send the rest in requests of 10,000 values."""
+    count = target.count(item.name)
+    if item.base is None:  # nothing of this list was ever sent: the remote's count is the base
         item.base = count
         spool.set_base(item.execution_id, item.name, count)
     elif item.base != UNVERIFIABLE:
@@ -139,7 +182,7 @@ def _deliver_rest(sdk: Any, spool: Spool, item: SpooledList, report: SyncReport)
             spool.mark_accepted(item.execution_id, item.name, item.accepted)
     while item.values:
         chunk = item.values[:LIST_REQUEST_LIMIT]
-        sdk.record_list_metric_values(item.name, chunk)
+        target.sink.record_list_metric_values(item.name, chunk)
         item.accepted += len(chunk)
         del item.values[: len(chunk)]
         spool.mark_accepted(item.execution_id, item.name, item.accepted)
@@ -147,39 +190,36 @@ def _deliver_rest(sdk: Any, spool: Spool, item: SpooledList, report: SyncReport)
 
 
 def sync_spool(path: str | os.PathLike[str], sdk: Any = None, force: bool = False) -> SyncReport:
-    """Deliver everything a spool holds; the SDK client is built from the environment if not given."""
+    """Deliver everything a spool holds, each run to its remote.
+
+    Craft AI executions go through ``sdk`` (built from the environment if not
+    given, and only if the spool holds one); DigitalHub entities through the
+    ``digitalhub`` package, configured by its own environment (``DHCORE_*``).
+    """
     spool_path = Path(path)
     if not spool_path.is_file():
         raise CraftCallbacksError(f"no spool at {spool_path}")
     spool = Spool(spool_path)
-    if sdk is None:
-        try:
-            with sdk_import():
-                from craft_ai_sdk import CraftAiSdk
-        except ImportError as error:
-            raise CraftCallbacksError(
-                "craft-ai-sdk is not installed: pip install 'craft-callbacks[craft]'"
-            ) from error
-        try:
-            sdk = CraftAiSdk(warn_on_metric_outside_of_pipeline=False)  # type: ignore[no-untyped-call]
-        except ValueError as error:
-            raise CraftCallbacksError(f"cannot reach the platform: {error}") from error
-    install_request_timeout(sdk, DEFAULT_REQUEST_TIMEOUT_S)
+    if sdk is not None:
+        install_request_timeout(sdk, DEFAULT_REQUEST_TIMEOUT_S)
+    target_of = _Targets(sdk)
     report = SyncReport()
     try:
         for item in spool.pending_lists():
             if _alive(item.owner_pid) and not force:
                 report.left_to_owner.append(f"{item.execution_id}/{item.name} (pid {item.owner_pid})")
                 continue
-            with _in_execution(item.execution_id):
-                _sync_list(sdk, spool, item, report)
+            target = target_of(item.execution_id)
+            with target.context:
+                _sync_list(target, spool, item, report)
         for execution_id, name, value, owner_pid in spool.pending_scalars():
             if _alive(owner_pid) and not force:
                 report.left_to_owner.append(f"{execution_id}/{name} (scalar, pid {owner_pid})")
                 continue
-            with _in_execution(execution_id):
+            target = target_of(execution_id)
+            with target.context:
                 try:
-                    _retrying(sdk.record_metric_value, name, value)
+                    _retrying(target.sink.record_metric_value, name, value)
                 except Exception as error:
                     if is_permanent(error):
                         report.refused.append(f"{execution_id}/{name} (scalar): {error}")

@@ -1,29 +1,19 @@
 """Delivery to the Craft AI platform through the real ``craft-ai-sdk`` client.
 
-Every round of the delivery worker:
-
-1. spools the new values (SQLite, beside the local store) *before* sending;
-2. sends each list's pending values in requests of at most 10,000 values
-   (one HTTP request each), then scalars;
-3. records in the spool what the platform accepted.
-
-Errors: a 4xx other than 401/408/429 is a refusal (one warning, the other
-metrics keep flowing); anything else is retried by the worker with backoff.
-A request whose fate is unknown (connection dropped, timeout) is checked
-against the count of values the platform reports before anything is sent
-again, so a lost response never duplicates values. The SDK's requests carry
+Spooled, chunked (one HTTP request per SDK call of at most 10,000 values),
+retried and reconciled by :class:`~craft_callbacks.spooled.SpooledDestination`;
+the platform's list count is what reconciles. Errors: a 4xx other than
+401/408/429 is a refusal (one warning, the other metrics keep flowing);
+anything else is retried by the worker with backoff. The SDK's requests carry
 no timeout of their own; the platform sink gives its client one.
 """
 
 from __future__ import annotations
 
-import warnings
 from typing import Any, Final
 
-from craft_callbacks.delivery import Destination, Outbox
-from craft_callbacks.exceptions import DeliveryWarning
-from craft_callbacks.spool import UNVERIFIABLE, Spool
-from craft_callbacks.values import Number
+from craft_callbacks.spool import Spool
+from craft_callbacks.spooled import SpooledDestination
 
 DEFAULT_REQUEST_TIMEOUT_S: Final = 30.0
 
@@ -75,43 +65,16 @@ def platform_list_count(sdk: Any, execution_id: str, name: str) -> int:
     )
 
 
-def is_uncertain(error: BaseException) -> bool:
-    """A failure after which the request may or may not have reached the platform."""
-    return getattr(error, "status_code", None) is None
-
-
-class PlatformDestination(Destination):
+class PlatformDestination(SpooledDestination):
     """One execution on the Craft AI platform: spooled, chunked, retried and reconciled."""
 
     def __init__(self, sdk: Any, execution_id: str, spool: Spool, request_timeout: float) -> None:
-        super().__init__(sdk, execution_id, f"the Craft AI platform (execution {execution_id})")
-        self.spool = spool
-        self._spooled: dict[str, int] = {}
-        self._accepted: dict[str, int] = {}
-        self._base: dict[str, int | None] = {}
-        self._uncertain: set[str] = set()
-        self._warned_unverifiable = False
+        super().__init__(
+            sdk, execution_id, f"the Craft AI platform (execution {execution_id})", spool, execution_id
+        )
         install_request_timeout(sdk, request_timeout)
 
-    def deliver(self, new: Outbox) -> None:
-        if new:
-            lists = {}
-            for name, (_, values) in new.lists.items():
-                lists[name] = (self._spooled.get(name, 0), values)
-            self.spool.add(self.execution_id, lists, dict(new.scalars))
-            for name, (first, values) in lists.items():
-                self._spooled[name] = first + len(values)
-            self.progress += 1
-        super().deliver(new)
-
-    def _before_list(self, name: str) -> None:
-        if name not in self._base:
-            base = self._base[name] = self._count_or_none(name)
-            self.spool.set_base(self.execution_id, name, UNVERIFIABLE if base is None else base)
-        if name in self._uncertain:
-            self._reconcile(name)
-
-    def _count_or_none(self, name: str) -> int | None:
+    def remote_count(self, name: str) -> int | None:
         """The platform's count of a list; None when the platform will not tell (a 4xx)."""
         try:
             return platform_list_count(self.sink, self.execution_id, name)
@@ -120,54 +83,3 @@ class PlatformDestination(Destination):
             if isinstance(status, int) and 400 <= status < 500 and status not in (401, 408, 429):
                 return None
             raise
-
-    def _reconcile(self, name: str) -> None:
-        """After an uncertain failure: drop what the platform already holds from what is pending."""
-        base = self._base.get(name)
-        steps, values = self.pending.lists[name]
-        if base is None:
-            if not self._warned_unverifiable:
-                self._warned_unverifiable = True
-                warnings.warn(
-                    f"craft_callbacks: a request for metric {name!r} may or may not have reached the "
-                    "platform, which does not let this step read its metrics back; it is sent again "
-                    "and a few values may appear twice",
-                    DeliveryWarning,
-                    stacklevel=2,
-                )
-            self._uncertain.discard(name)
-            return
-        held = platform_list_count(self.sink, self.execution_id, name) - base
-        arrived = min(max(held - self._accepted.get(name, 0), 0), len(values))
-        if arrived:
-            del steps[:arrived]
-            del values[:arrived]
-            self._after_list_accepted(name, arrived)
-        self._uncertain.discard(name)
-
-    def _after_list_accepted(self, name: str, count: int) -> None:
-        accepted = self._accepted[name] = self._accepted.get(name, 0) + count
-        self.spool.mark_accepted(self.execution_id, name, accepted)
-
-    def _after_scalar_accepted(self, name: str, value: Number) -> None:
-        self.spool.scalar_done(self.execution_id, name, value)
-
-    def _after_failure(self, name: str, error: BaseException) -> None:
-        if is_uncertain(error):
-            self._uncertain.add(name)
-
-    def _refuse(self, kind: str, name: str, error: BaseException, count: int) -> None:
-        super()._refuse(kind, name, error, count)
-        if kind == "list":
-            self.spool.mark_refused(self.execution_id, name, str(error))
-        else:
-            self.spool.scalar_done(self.execution_id, name, self.pending.scalars[name])
-
-    def release(self) -> None:
-        self.spool.release(self.execution_id)
-
-    def how_to_deliver_later(self) -> str:
-        return (
-            f" They are kept in the spool {self.spool.path}; deliver them with: "
-            f"craft-callbacks sync --spool {self.spool.path}"
-        )

@@ -9,9 +9,11 @@ overwrites a series: the end-of-run scalar the recorder derives from a
 list's last value is already the series' last value and is not written; an
 explicit scalar that differs is refused with one warning.
 
-Exactly once: the sink knows how many values each series holds on the
-entity. After any failed call it reads the count back before sending again,
-and sends only what did not land.
+Delivery goes through the spool like the Craft AI platform's
+(:class:`~craft_callbacks.spooled.SpooledDestination`): values are spooled
+before they are sent, a failed call is checked against the series' length on
+the entity before anything is sent again, and ``craft-callbacks sync``
+delivers what a crash or an outage left, to the entity it was recorded for.
 """
 
 from __future__ import annotations
@@ -19,10 +21,15 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from functools import cache
-from typing import Any
+from typing import Any, Final
 
 from craft_callbacks.exceptions import PermanentError
+from craft_callbacks.spool import Spool
+from craft_callbacks.spooled import SpooledDestination
 from craft_callbacks.values import Number
+
+SPOOL_PREFIX: Final = "digitalhub:"  # spool keys of DigitalHub entities: the prefix and the entity's key
+_NOTHING: Final = object()
 
 
 class DigitalHubSink:
@@ -41,15 +48,18 @@ class DigitalHubSink:
                 f"not {type(entity).__name__}"
             )
         self.entity = entity
-        self._held: dict[str, int] = {}  # values each series holds on the entity
         self._last: dict[str, Number] = {}  # the last value this sink appended to each series
-        self._unsure: set[str] = set()  # series whose last call failed: it may have landed
         self._lock = threading.Lock()
 
     @property
     def execution_id(self) -> str:
         """The entity's id: the run's id in the recorder's summary and the adapters."""
         return str(getattr(self.entity, "id", None) or getattr(self.entity, "name", "digitalhub"))
+
+    @property
+    def key(self) -> str:
+        """The entity's ``store://`` key, which finds it again (``craft-callbacks sync``)."""
+        return str(getattr(self.entity, "key", None) or self.execution_id)
 
     @property
     def description(self) -> str:
@@ -63,43 +73,29 @@ class DigitalHubSink:
     def record_list_metric_values(self, name: str, values: Number | Sequence[Number]) -> None:
         """Append values to the series ``name`` of the entity (one GET and one PUT)."""
         batch: list[Number] = list(values) if isinstance(values, Sequence) else [values]
-        with self._lock:
-            held = self._held.get(name)
-            if held is None or name in self._unsure:
-                on_entity = self._series_length(name)
-                if held is not None:  # the failed call's values are the head of this batch
-                    batch = batch[min(max(0, on_entity - held), len(batch)) :]
-                held = self._held[name] = on_entity
-                self._unsure.discard(name)
-            if not batch:
-                return
-            self._call(name, batch)
-            self._held[name] = held + len(batch)
-            self._last[name] = batch[-1]
+        if batch:
+            with self._lock:
+                self._call(name, batch)
+                self._last[name] = batch[-1]
 
     def record_metric_value(self, name: str, value: Number) -> None:
         """Set the single value ``name`` of the entity (the last value wins)."""
         with self._lock:
-            if name in self._held:
-                if self._last.get(name) == value:
-                    return  # the series already ends with it
+            if self._last.get(name, _NOTHING) == value:
+                return  # the series already ends with it
+            held = self.entity.metrics.get(name)
+            if isinstance(held, list):
+                if held and held[-1] == value:
+                    return
                 raise PermanentError(
                     f"DigitalHub keeps one value or one series per name and {name!r} is a series "
                     f"on {self.description}; the single value {value!r} would replace it"
                 )
             self._call(name, value, single_value=True, overwrite=True)
 
-    def _call(self, name: str, value: Number | list[Number], **options: bool) -> None:
-        try:
-            self.entity.log_metric(name, value, **options)
-        except Exception as error:
-            if isinstance(error, _refusals()):
-                raise PermanentError(f"{type(error).__name__}: {error}") from error
-            self._unsure.add(name)
-            raise
-
-    def _series_length(self, name: str) -> int:
-        """How many values the entity holds under ``name`` (refused if it holds a single value)."""
+    def list_count(self, name: str) -> int:
+        """How many values the entity holds in series ``name`` (refused if it holds a single value)."""
+        self._forget_cached_metrics()
         held = self.entity.metrics.get(name)
         if held is None:
             return 0
@@ -108,6 +104,47 @@ class DigitalHubSink:
                 f"{name!r} holds a single value on {self.description}; a series cannot be appended to it"
             )
         return len(held)
+
+    def _call(self, name: str, value: Number | list[Number], **options: bool) -> None:
+        try:
+            self.entity.log_metric(name, value, **options)
+        except Exception as error:
+            self._forget_cached_metrics()
+            if isinstance(error, _refusals()):
+                raise PermanentError(f"{type(error).__name__}: {error}") from error
+            raise
+
+    def _forget_cached_metrics(self) -> None:
+        """Make the entity read its metrics from the backend again.
+
+        The entity caches whether it has metrics at its first read. After a
+        write whose answer was lost, that cache still says "none": the next
+        ``log_metric`` would then write the new values as the whole series
+        (losing the stored ones) and ``metrics`` would answer ``{}``.
+        """
+        if hasattr(self.entity, "_entity_has_metrics"):
+            self.entity._entity_has_metrics = None
+
+
+class DigitalHubDestination(SpooledDestination):
+    """One DigitalHub entity: spooled, retried, and reconciled by each series' length."""
+
+    sink: DigitalHubSink
+
+    def __init__(self, sink: DigitalHubSink, spool: Spool) -> None:
+        super().__init__(sink, sink.execution_id, sink.description, spool, SPOOL_PREFIX + sink.key)
+
+    def remote_count(self, name: str) -> int:
+        return self.sink.list_count(name)
+
+
+def sink_for_key(key: str) -> DigitalHubSink:
+    """The sink of the entity a spool key names (``digitalhub:store://project/run/...``)."""
+    import digitalhub as dh
+
+    entity_key = key.removeprefix(SPOOL_PREFIX)
+    entity_type = entity_key.removeprefix("store://").split("/")[1]
+    return DigitalHubSink(getattr(dh, f"get_{entity_type}")(entity_key))
 
 
 @cache
