@@ -205,6 +205,13 @@ class DigitalHubEmulator(LoopbackEmulator[LoggedRequest]):
         with self._lock:
             return copy.deepcopy(self._create_project(obj))
 
+    def delete_entity(self, entity: Any) -> None:
+        """Remove an SDK entity and its metrics, as if someone deleted it in the meantime."""
+        key = (entity.project, entity.ENTITY_TYPE, entity.id)
+        with self._lock:
+            self._entities.pop(key, None)
+            self._metrics.pop(key, None)
+
     def set_metric(self, project: str, entity_type: str, entity_id: str, name: str, value: Any) -> None:
         with self._lock:
             self._metrics.setdefault((project, entity_type, entity_id), {})[name] = _metric_value(value)

@@ -179,7 +179,7 @@ class SlowSink(MemorySink):
     """Accepts every request, slowly: a sink that cannot keep up with a tight logging loop."""
 
     def record_list_metric_values(self, name: str, values: Number | list[Number]) -> None:
-        threading.Event().wait(0.01)
+        threading.Event().wait(0.002)
         super().record_list_metric_values(name, values)
 
 

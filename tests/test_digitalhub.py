@@ -9,7 +9,7 @@ from typing import Any
 import digitalhub as dh
 import pytest
 
-from craft_callbacks import DeliveryWarning, DigitalHubSink, MetricRecorder, safe_name
+from craft_callbacks import DeliveryWarning, DigitalHubSink, MetricNameWarning, MetricRecorder, safe_name
 from craft_callbacks.cli import main as cli_main
 from craft_callbacks.huggingface import CraftAiCallback
 from craft_callbacks.keras import CraftAiKerasCallback
@@ -20,6 +20,7 @@ from test_keras import data, model
 from test_lightning import Spy, Tiny, loader, trainer
 
 PROJECT = "metrics-test"
+SPOOL = Path("craft_metrics") / "spool.db"
 
 
 @pytest.fixture
@@ -51,7 +52,7 @@ def test_a_real_hf_run_lands_on_a_digitalhub_run_every_value_once(
             assert read_back[name][-1] == value  # a series keeps its own last value
         elif name != "step":
             assert read_back[name] == value
-    assert digitalhub.metrics_of(run) == read_back
+    assert set(read_back) == set(lists) | (set(summary) - {"step"})  # nothing else, nothing twice
 
 
 def test_a_real_lightning_run_lands_on_a_digitalhub_model(
@@ -147,7 +148,7 @@ def test_errors_and_lost_answers_neither_lose_nor_duplicate_a_value(
     assert any(issubclass(w.category, DeliveryWarning) and "retrying" in str(w.message) for w in caught)
 
 
-def test_a_single_value_never_replaces_a_series_it_is_refused_with_one_warning(
+def test_a_single_value_never_replaces_a_series_it_is_kept_beside_it_with_one_warning(
     project: str, digitalhub: DigitalHubEmulator
 ) -> None:
     run = new_run(project)
@@ -155,12 +156,29 @@ def test_a_single_value_never_replaces_a_series_it_is_refused_with_one_warning(
     recorder.log_step({"loss": 0.5})
     recorder.log_step({"loss": 0.25})
     recorder.log_final({"loss": 7.0, "f1": 0.8})
-
-    with pytest.warns(DeliveryWarning, match="'loss' is a series") as caught:
+    with pytest.warns(MetricNameWarning, match="'loss' is a series") as caught:
         recorder.close()
+        recorder.log_final({"loss": 6.0})  # a later evaluation: delivered before the call returns
 
-    assert len([w for w in caught if "series" in str(w.message)]) == 1
-    assert run.metrics == {"loss": [0.5, 0.25], "f1": 0.8}
+    assert len([w for w in caught if "series" in str(w.message)]) == 1  # once per name
+    assert run.metrics == {"loss": [0.5, 0.25], "loss.final": 6.0, "f1": 0.8}
+
+
+def test_keras_evaluate_after_fit_keeps_both_the_epoch_series_and_the_evaluation(
+    project: str, digitalhub: DigitalHubEmulator
+) -> None:
+    run = new_run(project)
+    callback = CraftAiKerasCallback(sink=DigitalHubSink(run))
+    x, y = data()
+    built = model()
+    history = built.fit(x, y, batch_size=8, epochs=2, callbacks=[callback], verbose=0)
+
+    with pytest.warns(MetricNameWarning, match="'loss' is a series"):
+        evaluation = built.evaluate(x, y, batch_size=8, callbacks=[callback], verbose=0, return_dict=True)
+
+    metrics = run.metrics
+    assert metrics["loss"] == pytest.approx(history.history["loss"], rel=1e-6)
+    assert metrics["loss.final"] == pytest.approx(evaluation["loss"], rel=1e-6)
 
 
 def test_a_name_holding_a_single_value_is_not_appended_to(
@@ -211,9 +229,51 @@ def test_an_outage_past_close_is_delivered_by_sync_to_the_same_entity_each_value
 
     assert len(run.metrics.get("loss", [])) < 60  # the outage kept values back
     digitalhub.failure_rate = 0.0
-    assert cli_main(["sync", "--spool", str(Path("craft_metrics") / "spool.db")]) == 0
+    assert cli_main(["sync", "--spool", str(SPOOL)]) == 0
     assert run.metrics["loss"] == [float(step) for step in range(60)]
     assert run.metrics["acc"] == [step / 30 for step in range(60)]
     assert "delivered" in capsys.readouterr().out
-    assert cli_main(["sync", "--spool", str(Path("craft_metrics") / "spool.db")]) == 0  # nothing twice
+    assert cli_main(["sync", "--spool", str(SPOOL)]) == 0  # nothing twice
     assert run.metrics["loss"] == [float(step) for step in range(60)]
+
+
+def test_two_recorders_on_one_entity_keep_their_own_spool_and_sync_sends_each_value_once(
+    project: str, digitalhub: DigitalHubEmulator
+) -> None:
+    run = new_run(project)
+    digitalhub.fault_routes = {ROUTE_METRIC_PUT}
+    first = MetricRecorder(DigitalHubSink(run), flush_interval=0.05, close_timeout=1)
+    first.log_step({"loss": 1.0})
+    assert first.flush(10)
+    digitalhub.failure_rate = 1.0  # an outage from here on, through both recorders
+    first.log_step({"loss": 2.0})
+    with pytest.warns(DeliveryWarning, match="craft-callbacks sync"):
+        first.close()
+    second = MetricRecorder(DigitalHubSink(run), flush_interval=0.05, close_timeout=1)
+    second.log_step({"loss": 3.0})
+    with pytest.warns(DeliveryWarning, match="craft-callbacks sync"):
+        second.close()
+
+    digitalhub.failure_rate = 0.0
+    assert cli_main(["sync", "--spool", str(SPOOL)]) == 0
+    assert run.metrics["loss"] == [1.0, 2.0, 3.0]
+
+
+def test_sync_reports_an_entity_it_cannot_find_and_delivers_the_others(
+    project: str, digitalhub: DigitalHubEmulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    kept, gone = new_run(project), new_run(project)
+    digitalhub.fault_routes = {ROUTE_METRIC_PUT}
+    digitalhub.failure_rate = 1.0
+    for run in (kept, gone):
+        recorder = MetricRecorder(DigitalHubSink(run), flush_interval=0.05, close_timeout=0.5)
+        recorder.log_step({"loss": 1.0})
+        with pytest.warns(DeliveryWarning):
+            recorder.close()
+    digitalhub.failure_rate = 0.0
+    digitalhub.delete_entity(gone)
+
+    assert cli_main(["sync", "--spool", str(SPOOL)]) == 1
+    assert kept.metrics["loss"] == [1.0]
+    output = capsys.readouterr().out
+    assert "NOT delivered" in output and gone.id in output

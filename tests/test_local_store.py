@@ -208,5 +208,6 @@ def test_a_schema_1_store_is_moved_to_chunks_with_its_values_and_steps(tmp_path:
         )
     store = LocalStore(path)
     assert store.list_series("run-1", "loss") == [(10, 0.5), (20, 0.25), (None, 3)]
+    assert type(store.list_series("run-1", "loss")[2][1]) is int  # an int stays an int
     store.write("run-1", lists=[("loss", [30], [0.125])])
     assert [row["values"] for row in store.get_list_metrics("loss")] == [[0.5, 0.25, 3, 0.125]]

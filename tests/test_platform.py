@@ -294,3 +294,27 @@ def test_interpreter_exit_delivers_to_the_platform(platform: PlatformEmulator) -
     assert done.returncode == 0, done.stderr
     assert platform.store.lists[(EXECUTION, "loss")] == [float(step) for step in range(500)]
     assert platform.store.scalars[(EXECUTION, "loss")] == 499.0
+
+
+def test_a_spool_of_the_one_row_per_value_format_is_still_delivered(platform: PlatformEmulator) -> None:
+    SPOOL.parent.mkdir(parents=True, exist_ok=True)
+    with sqlite3.connect(SPOOL) as db:
+        db.executescript(
+            """
+            CREATE TABLE spool_lists (execution_id TEXT NOT NULL, name TEXT NOT NULL, base INTEGER,
+                accepted INTEGER NOT NULL DEFAULT 0, spooled INTEGER NOT NULL DEFAULT 0, refused TEXT,
+                owner_pid INTEGER, PRIMARY KEY (execution_id, name)) WITHOUT ROWID;
+            CREATE TABLE spool_values (execution_id TEXT NOT NULL, name TEXT NOT NULL,
+                seq INTEGER NOT NULL, value NOT NULL, PRIMARY KEY (execution_id, name, seq)) WITHOUT ROWID;
+            INSERT INTO spool_lists VALUES ('exec-old', 'loss', 0, 2, 5, NULL, NULL);
+            INSERT INTO spool_values VALUES ('exec-old', 'loss', 2, 0.3), ('exec-old', 'loss', 3, 0.4),
+                ('exec-old', 'loss', 4, 5);
+            """
+        )
+    db.close()
+    platform.add_list_values("exec-old", "loss", [0.1, 0.2])  # the two it had accepted
+
+    assert cli_main(["sync", "--spool", str(SPOOL)]) == 0
+
+    assert platform.store.lists[("exec-old", "loss")] == [0.1, 0.2, 0.3, 0.4, 5]
+    assert Spool(SPOOL).pending_lists() == []

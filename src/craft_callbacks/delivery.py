@@ -103,6 +103,7 @@ class Destination:
         self.rejected: dict[str, str] = {}
         self.rejected_values = 0
         self.progress = 0  # counts the units of work done (a request accepted, a write)
+        self.list_request_limit = getattr(sink, "list_request_limit", LIST_REQUEST_LIMIT)
 
     def deliver(self, new: Outbox) -> None:
         """Take the new values and send everything pending; raises on a transient failure."""
@@ -128,7 +129,7 @@ class Destination:
             del self.pending.lists[name]
             return
         while values:
-            chunk = values[:LIST_REQUEST_LIMIT]
+            chunk = values[: self.list_request_limit]
             try:
                 self.sink.record_list_metric_values(name, chunk)
             except Exception as error:
@@ -188,6 +189,10 @@ class Destination:
 
     def set_status(self, status: str) -> None:
         """Keep the run's final status where the sink has a place for it."""
+
+    def keep_for_later(self, outbox: Outbox) -> bool:
+        """Keep values for a later delivery (the spool) without sending; False where there is no place."""
+        return False
 
     def release(self) -> None:
         """The run is closed: let go of what the destination holds for it."""

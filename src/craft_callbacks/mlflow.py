@@ -5,8 +5,8 @@
 same rules apply as to a live run: names made safe, lists capped and thinned
 evenly, non-finite values dropped with one warning per name.
 
-- each metric's history becomes a list metric, in step order (MLflow's
-  timestamp breaks ties), with MLflow's steps kept where the sink keeps steps;
+- each metric's history becomes a list metric, in step order (then
+  timestamp and value, MLflow's own order for "latest"), with MLflow's steps kept where the sink keeps steps;
 - each metric's latest value (MLflow's own "latest": highest step, then
   newest) becomes a scalar metric;
 - params become the run's hyperparameters, as MLflow keeps them (strings):
@@ -72,7 +72,7 @@ def _events(histories: Iterable[tuple[str, list[Any]]]) -> list[tuple[int, dict[
     at_step: dict[int, list[dict[str, float]]] = defaultdict(list)
     for key, history in histories:
         seen_at: dict[int, int] = defaultdict(int)
-        for metric in sorted(history, key=lambda metric: (metric.step, metric.timestamp)):
+        for metric in sorted(history, key=lambda metric: (metric.step, metric.timestamp, metric.value)):
             slot = seen_at[metric.step]
             seen_at[metric.step] += 1
             events = at_step[metric.step]

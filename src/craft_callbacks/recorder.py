@@ -284,7 +284,8 @@ class MetricRecorder:
                     DeliveryWarning,
                     stacklevel=2,
                 )
-            self._destination.release()
+            if not self._worker.alive:  # else its values stay this process's until it exits
+                self._destination.release()
             self._destination.set_status(status)
             self._log.info("%s", self.summary())
         except Exception as error:
@@ -466,6 +467,16 @@ class MetricRecorder:
     def _deliver_now(self, scalars: dict[str, Number]) -> None:
         """After close: deliver end-of-run scalars before returning (a blocking write is fine now)."""
         outbox = Outbox(scalars=dict(scalars))
+        if self._worker.alive:  # still stuck in a request past close: never send beside it
+            kept = self._destination.keep_for_later(outbox)
+            warnings.warn(
+                f"craft_callbacks: run {self.execution_id}: end-of-run values {sorted(scalars)} were not "
+                f"sent: delivery to {self._destination.description} is still stuck."
+                f"{self._destination.how_to_deliver_later() if kept else ''}",
+                DeliveryWarning,
+                stacklevel=3,
+            )
+            return
         for _ in range(3):
             try:
                 self._destination.deliver(outbox)

@@ -82,6 +82,7 @@ class SpooledList:
     accepted: int
     values: list[Number]
     owner_pid: int | None
+    spooled: int = 0  # the sequence number of the next value
 
 
 class Spool:
@@ -97,6 +98,9 @@ class Spool:
             with self._write() as db:
                 for statement in _SCHEMA:
                     db.execute(statement)
+                tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+                if "spool_values" in tables:
+                    _chunk_spool_values(db)
         except (OSError, sqlite3.Error) as error:
             raise LocalStoreError(f"cannot use {self.path} as the metrics spool: {error}") from error
 
@@ -158,6 +162,30 @@ class Spool:
                 "ON CONFLICT DO UPDATE SET value = excluded.value, owner_pid = excluded.owner_pid",
                 [(execution_id, name, value, pid) for name, value in scalars.items()],
             )
+
+    def take_over(self, execution_id: str, name: str) -> SpooledList | None:
+        """Continue a list of a run in this process: its counts and the values not yet accepted.
+
+        None while another live recorder owns it (one of this process included).
+        """
+        pid = os.getpid()
+        with self._write() as db:
+            row = db.execute(
+                "SELECT base, accepted, spooled, owner_pid FROM spool_lists "
+                "WHERE execution_id = ? AND name = ? AND refused IS NULL",
+                (execution_id, name),
+            ).fetchone()
+            if row is None:
+                return SpooledList(execution_id, name, None, 0, [], pid)
+            base, accepted, spooled, owner = row
+            if process_alive(owner):
+                return None
+            db.execute(
+                "UPDATE spool_lists SET owner_pid = ? WHERE execution_id = ? AND name = ?",
+                (pid, execution_id, name),
+            )
+            values = self._values(execution_id, name, accepted)
+        return SpooledList(execution_id, name, base, accepted, values, pid, spooled)
 
     def set_base(self, execution_id: str, name: str, base: int) -> None:
         """Record how many values the platform held in this list before this run's first one."""
@@ -251,3 +279,34 @@ class Spool:
             .execute("SELECT execution_id, name, refused FROM spool_lists WHERE refused IS NOT NULL")
             .fetchall()
         )
+
+
+def _chunk_spool_values(db: sqlite3.Connection) -> None:
+    """Move an older spool's one-row-per-value lists into chunks (one per list)."""
+    lists = db.execute("SELECT DISTINCT execution_id, name FROM spool_values").fetchall()
+    for execution_id, name in lists:
+        rows = db.execute(
+            "SELECT seq, value FROM spool_values WHERE execution_id = ? AND name = ? ORDER BY seq",
+            (execution_id, name),
+        ).fetchall()
+        db.execute(
+            "INSERT OR REPLACE INTO spool_chunks (execution_id, name, seq, count, vals) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (execution_id, name, rows[0][0], len(rows), json.dumps([row[1] for row in rows])),
+        )
+    db.execute("DROP TABLE spool_values")
+
+
+def process_alive(pid: int | None) -> bool:
+    """Whether process ``pid`` still runs (this one included); False for None."""
+    if not pid:
+        return False
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -28,7 +28,8 @@ from craft_callbacks.sinks.craft_ai import (
 )
 from craft_callbacks.sinks.digitalhub import SPOOL_PREFIX as DIGITALHUB_PREFIX
 from craft_callbacks.sinks.digitalhub import sink_for_key
-from craft_callbacks.spool import UNVERIFIABLE, Spool, SpooledList
+from craft_callbacks.spool import UNVERIFIABLE, Spool, SpooledList, process_alive
+from craft_callbacks.spooled import run_of
 
 _ATTEMPTS: Final = 4
 
@@ -66,20 +67,6 @@ class SyncReport:
         lines.extend(f"refused by the platform: {item}" for item in self.refused)
         lines.extend(f"NOT delivered (kept in the spool, run sync again): {item}" for item in self.failed)
         return lines
-
-
-def _alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @contextmanager
@@ -151,7 +138,7 @@ class _Target:
 
 def _sync_list(target: _Target, spool: Spool, item: SpooledList, report: SyncReport) -> None:
     """Deliver one list; every attempt first asks the remote what it already holds."""
-    label = f"{item.execution_id}/{item.name}"
+    label = f"{run_of(item.execution_id)}/{item.name}"
     for attempt in range(_ATTEMPTS):
         try:
             _deliver_rest(target, spool, item, report)
@@ -181,12 +168,24 @@ def _deliver_rest(target: _Target, spool: Spool, item: SpooledList, report: Sync
             report.already_there += arrived
             spool.mark_accepted(item.execution_id, item.name, item.accepted)
     while item.values:
-        chunk = item.values[:LIST_REQUEST_LIMIT]
+        chunk = item.values[: getattr(target.sink, "list_request_limit", LIST_REQUEST_LIMIT)]
         target.sink.record_list_metric_values(item.name, chunk)
         item.accepted += len(chunk)
         del item.values[: len(chunk)]
         spool.mark_accepted(item.execution_id, item.name, item.accepted)
-        report.values[item.execution_id] = report.values.get(item.execution_id, 0) + len(chunk)
+        run = run_of(item.execution_id)
+        report.values[run] = report.values.get(run, 0) + len(chunk)
+
+
+def _target_or_report(targets: _Targets, run: str, what: str, report: SyncReport) -> _Target | None:
+    """The remote of ``run``, or None with the reason in the report (the other runs still go)."""
+    try:
+        return targets(run)
+    except CraftCallbacksError:
+        raise  # no Craft AI client at all: nothing can be synced to the platform
+    except Exception as error:
+        report.failed.append(f"{run}/{what}: cannot reach it ({type(error).__name__}: {error})")
+        return None
 
 
 def sync_spool(path: str | os.PathLike[str], sdk: Any = None, force: bool = False) -> SyncReport:
@@ -206,29 +205,34 @@ def sync_spool(path: str | os.PathLike[str], sdk: Any = None, force: bool = Fals
     report = SyncReport()
     try:
         for item in spool.pending_lists():
-            if _alive(item.owner_pid) and not force:
-                report.left_to_owner.append(f"{item.execution_id}/{item.name} (pid {item.owner_pid})")
+            run = run_of(item.execution_id)
+            if process_alive(item.owner_pid) and not force:
+                report.left_to_owner.append(f"{run}/{item.name} (pid {item.owner_pid})")
                 continue
-            target = target_of(item.execution_id)
-            with target.context:
-                _sync_list(target, spool, item, report)
-        for execution_id, name, value, owner_pid in spool.pending_scalars():
-            if _alive(owner_pid) and not force:
-                report.left_to_owner.append(f"{execution_id}/{name} (scalar, pid {owner_pid})")
+            target = _target_or_report(target_of, run, item.name, report)
+            if target is not None:
+                with target.context:
+                    _sync_list(target, spool, item, report)
+        for key, name, value, owner_pid in spool.pending_scalars():
+            run = run_of(key)
+            if process_alive(owner_pid) and not force:
+                report.left_to_owner.append(f"{run}/{name} (scalar, pid {owner_pid})")
                 continue
-            target = target_of(execution_id)
+            target = _target_or_report(target_of, run, f"{name} (scalar)", report)
+            if target is None:
+                continue
             with target.context:
                 try:
                     _retrying(target.sink.record_metric_value, name, value)
                 except Exception as error:
                     if is_permanent(error):
-                        report.refused.append(f"{execution_id}/{name} (scalar): {error}")
-                        spool.scalar_done(execution_id, name, value)
+                        report.refused.append(f"{run}/{name} (scalar): {error}")
+                        spool.scalar_done(key, name, value)
                     else:
-                        report.failed.append(f"{execution_id}/{name} (scalar): {type(error).__name__}")
+                        report.failed.append(f"{run}/{name} (scalar): {type(error).__name__}")
                     continue
-            spool.scalar_done(execution_id, name, value)
-            report.scalars[execution_id] = report.scalars.get(execution_id, 0) + 1
+            spool.scalar_done(key, name, value)
+            report.scalars[run] = report.scalars.get(run, 0) + 1
     finally:
         spool.close()
     return report

@@ -6,8 +6,9 @@ batches, so each list costs one such call per flush, not one per value.
 
 DigitalHub keeps one value *or* one series per name, so a scalar never
 overwrites a series: the end-of-run scalar the recorder derives from a
-list's last value is already the series' last value and is not written; an
-explicit scalar that differs is refused with one warning.
+list's last value is already the series' last value and is not written; a
+single value that differs (an ``evaluate()`` after ``fit``) is written as
+``<name>.final``, with one warning.
 
 Delivery goes through the spool like the Craft AI platform's
 (:class:`~craft_callbacks.spooled.SpooledDestination`): values are spooled
@@ -19,16 +20,19 @@ delivers what a crash or an outage left, to the entity it was recorded for.
 from __future__ import annotations
 
 import threading
+import warnings
 from collections.abc import Sequence
 from functools import cache
 from typing import Any, Final
 
-from craft_callbacks.exceptions import PermanentError
+from craft_callbacks.exceptions import MetricNameWarning, PermanentError
 from craft_callbacks.spool import Spool
 from craft_callbacks.spooled import SpooledDestination
 from craft_callbacks.values import Number
 
 SPOOL_PREFIX: Final = "digitalhub:"  # spool keys of DigitalHub entities: the prefix and the entity's key
+LIST_UNLIMITED: Final = 1 << 62
+FINAL_SUFFIX: Final = ".final"  # a single value whose name is a series on the entity
 _NOTHING: Final = object()
 
 
@@ -48,7 +52,9 @@ class DigitalHubSink:
                 f"not {type(entity).__name__}"
             )
         self.entity = entity
+        self.list_request_limit = LIST_UNLIMITED  # the SDK writes the whole series each call anyway
         self._last: dict[str, Number] = {}  # the last value this sink appended to each series
+        self._renamed: set[str] = set()
         self._lock = threading.Lock()
 
     @property
@@ -83,20 +89,25 @@ class DigitalHubSink:
         with self._lock:
             if self._last.get(name, _NOTHING) == value:
                 return  # the series already ends with it
-            held = self.entity.metrics.get(name)
+            held = self._metrics().get(name)
             if isinstance(held, list):
                 if held and held[-1] == value:
                     return
-                raise PermanentError(
-                    f"DigitalHub keeps one value or one series per name and {name!r} is a series "
-                    f"on {self.description}; the single value {value!r} would replace it"
-                )
+                if name not in self._renamed:
+                    self._renamed.add(name)
+                    warnings.warn(
+                        f"craft_callbacks: DigitalHub keeps one value or one series per name and {name!r} "
+                        f"is a series on {self.description}; its single value is recorded as "
+                        f"{name + FINAL_SUFFIX!r}",
+                        MetricNameWarning,
+                        stacklevel=2,
+                    )
+                name += FINAL_SUFFIX
             self._call(name, value, single_value=True, overwrite=True)
 
     def list_count(self, name: str) -> int:
         """How many values the entity holds in series ``name`` (refused if it holds a single value)."""
-        self._forget_cached_metrics()
-        held = self.entity.metrics.get(name)
+        held = self._metrics().get(name)
         if held is None:
             return 0
         if not isinstance(held, list):
@@ -110,9 +121,20 @@ class DigitalHubSink:
             self.entity.log_metric(name, value, **options)
         except Exception as error:
             self._forget_cached_metrics()
-            if isinstance(error, _refusals()):
+            if isinstance(error, (*_refusals(), ValueError, TypeError, AttributeError)):
+                # the backend's 400/403/404, or the SDK refusing the value on this side
                 raise PermanentError(f"{type(error).__name__}: {error}") from error
             raise
+
+    def _metrics(self) -> dict[str, Any]:
+        """The entity's metrics as the backend holds them now (never the entity's cached copy)."""
+        read = getattr(self.entity, "_read_metrics", None)  # the property may answer from a cache
+        if callable(read):
+            metrics = read()
+        else:
+            self._forget_cached_metrics()
+            metrics = self.entity.metrics
+        return dict(metrics or {})
 
     def _forget_cached_metrics(self) -> None:
         """Make the entity read its metrics from the backend again.

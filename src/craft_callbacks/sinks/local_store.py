@@ -342,6 +342,8 @@ class LocalStore:
             for name, steps, values in lists:
                 if not values:
                     continue
+                if len(steps) != len(values):
+                    raise ValueError(f"list {name!r}: {len(steps)} steps for {len(values)} values")
                 db.execute(
                     "INSERT INTO lists (execution_id, name, created_at) VALUES (?, ?, ?) "
                     "ON CONFLICT DO NOTHING",
