@@ -162,6 +162,24 @@ def load() -> str:
     return "unknown"
 
 
+def source_commit() -> str:
+    """The commit measured (``git rev-parse``), and whether the tree differs from it where the code
+    measured lives; "unknown" outside a git checkout."""
+    try:
+        git = ["git", "-C", str(ROOT)]
+        where = ("src", "benchmarks", "tests", "pyproject.toml")
+        head = subprocess.run(
+            [*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        )
+        changed = subprocess.run(
+            [*git, "status", "--porcelain", "--", *where], capture_output=True, text=True, check=True
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    dirty = " with uncommitted changes in src/, benchmarks/, tests/ or pyproject.toml"
+    return head.stdout.strip() + (dirty if changed.stdout.strip() else "")
+
+
 def versions() -> list[tuple[str, str]]:
     return [("python", harness.python_version()), *harness.package_versions(PACKAGES).items()]
 
@@ -776,6 +794,7 @@ def report(
     seconds: float,
     loads: tuple[str, str],
     quick: bool,
+    commit: str,
 ) -> str:
     sections: list[str] = []
     goals: list[Goal] = per_event_goals(runs)
@@ -827,6 +846,7 @@ def report(
                 ["OS", os_name()],
                 ["load average (1, 5, 15 min)", f"at the start {loads[0]}; at the end {loads[1]}"],
                 ["versions", ", ".join(f"{name} {version}" for name, version in versions())],
+                ["commit measured", commit],
             ],
         ),
         "",
@@ -880,6 +900,7 @@ def main() -> int:
     started = datetime.datetime.now(datetime.timezone.utc)
     clock = time.perf_counter()
     load_start = load()
+    commit = source_commit()  # at the start: what the scripts below import
     command = ".venv/bin/python benchmarks/run_all.py" + (" --quick" if args.quick else "")
     if args.only:
         command += " --only " + " ".join(args.only)
@@ -898,7 +919,7 @@ def main() -> int:
                 shutil.copy(file, args.keep_json / file.name)
         seconds = time.perf_counter() - clock
         runs = {bench.name: bench for bench in selected}
-        text = report(runs, command, started, seconds, (load_start, load()), args.quick)
+        text = report(runs, command, started, seconds, (load_start, load()), args.quick, commit)
         if args.output:
             output = args.output
         elif args.quick:
