@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import logging
+import os
 import socket
+import subprocess
+import sys
+import textwrap
 import threading
 from pathlib import Path
 
@@ -121,3 +125,37 @@ def test_inside_an_execution_with_a_broken_sdk_setup_metrics_stay_local(
         recorder = MetricRecorder()
     recorder.close()
     assert isinstance(recorder.sink, LocalStore)
+
+
+def test_the_platforms_injected_context_is_found_without_the_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import craft_ai_sdk.shared.execution_context as context
+
+    (tmp_path / f"{auto.INJECTED_CONTEXT}.py").write_text(
+        "import contextvars\n"
+        "current_execution_id = contextvars.ContextVar('current_execution_id')\n"
+        "current_execution_id.set('exec-injected')\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(context, "_execution_context", None)  # the SDK caches its first look
+    monkeypatch.delitem(sys.modules, auto.INJECTED_CONTEXT, raising=False)
+    try:
+        assert auto.platform_execution_id() == "exec-injected"
+    finally:
+        sys.modules.pop(auto.INJECTED_CONTEXT, None)
+
+
+def test_outside_an_execution_the_sdk_is_not_even_imported(tmp_path: Path) -> None:
+    script = textwrap.dedent(
+        f"""
+        import sys
+        from craft_callbacks import MetricRecorder
+        with MetricRecorder(store_path={str(tmp_path / "m.db")!r}) as recorder:
+            recorder.log_step({{"loss": 1.0}})
+        assert "craft_ai_sdk" not in sys.modules, "craft_ai_sdk imported outside an execution"
+        """
+    )
+    env = {key: value for key, value in os.environ.items() if not key.startswith("CRAFT_AI")}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 0, done.stderr

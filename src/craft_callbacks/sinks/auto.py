@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 import warnings
 from pathlib import Path
 from typing import Any, Final
@@ -12,6 +13,16 @@ from craft_callbacks.exceptions import DeliveryWarning
 from craft_callbacks.sinks.local_store import LocalStore
 
 EXECUTION_ENV: Final = "CRAFT_AI_EXECUTION_ID"
+INJECTED_CONTEXT: Final = "__craft_internal_execution_context"  # the SDK reads the execution id there
+
+
+def _module_exists(name: str) -> bool:
+    if name in sys.modules:
+        return True
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def sdk_installed() -> bool:
@@ -33,8 +44,12 @@ def platform_execution_id() -> str | None:
     """The id of the Craft AI execution this process runs in, or None outside one.
 
     Asks the SDK when it is installed (it also knows the platform's injected
-    context); otherwise reads ``CRAFT_AI_EXECUTION_ID``.
+    context); otherwise reads ``CRAFT_AI_EXECUTION_ID``. Where neither that
+    variable nor the module the platform injects into steps exists, the SDK
+    would answer None too: it is not imported (that takes about 0.2 s).
     """
+    if not os.environ.get(EXECUTION_ENV) and not _module_exists(INJECTED_CONTEXT):
+        return None
     if sdk_installed():
         with sdk_import():
             from craft_ai_sdk.shared.execution_context import get_execution_id
