@@ -18,12 +18,13 @@ from typing import Any
 
 import pytest
 
-from craft_callbacks import LocalStore, safe_name
+from craft_callbacks import LocalStore
+from store_checks import the_one_run
+from test_huggingface import SUMMARY, expected_lists
 
 pytest.importorskip("transformers")
 pytest.importorskip("torch.distributed.run")
 
-SUMMARY = "train_runtime"
 MAX_STEPS = 20
 TIMEOUT_S = 240
 CLEARED_ENV = (
@@ -115,18 +116,6 @@ else:
 """
 
 
-def expected_lists(history: list[dict[str, Any]]) -> dict[str, list[float]]:
-    """Every training log entry before the train summary, key by key, in order."""
-    lists: dict[str, list[float]] = {}
-    for entry in history:
-        if SUMMARY in entry:
-            break
-        for key, value in entry.items():
-            if key != "step":
-                lists.setdefault(safe_name(key), []).append(value)
-    return lists
-
-
 def run_torchrun(tmp_path: Path) -> tuple[Path, dict[str, Any]]:
     script = tmp_path / "train_ddp.py"
     script.write_text(SCRIPT)
@@ -206,15 +195,7 @@ def test_torchrun_two_processes_record_each_value_once(tmp_path: Path) -> None:
 
     store = LocalStore(store_path)
     try:
-        runs = store.executions()
-        assert len(runs) == 1, f"expected one run, found {len(runs)}: {runs}"
-        run = runs[0]
-        assert run["status"] == "success"
-        run_id = run["execution_id"]
-        rows = store.get_list_metrics()
-        assert all(row["execution_id"] == run_id for row in rows)
-        lists = {row["name"]: row["values"] for row in rows}
-        assert len(lists) == len(rows), "a list metric appears twice"
+        run_id, lists = the_one_run(store)
         assert lists == expected  # value for value: nothing from rank 1, nothing twice
         for name, values in lists.items():
             steps = [step for step, _ in store.list_series(run_id, name)]

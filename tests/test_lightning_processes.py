@@ -28,6 +28,7 @@ from typing import Any
 import pytest
 
 from craft_callbacks import LocalStore, safe_name
+from store_checks import the_one_run
 
 pytest.importorskip("lightning")
 pytest.importorskip("torch.distributed")
@@ -267,15 +268,7 @@ def test_ddp_spawn_two_processes_record_each_value_once(tmp_path: Path) -> None:
 
     store = LocalStore(store_path)
     try:
-        runs = store.executions()
-        assert len(runs) == 1, f"expected one run, found {len(runs)}: {runs}"
-        run = runs[0]
-        assert run["status"] == "success"
-        run_id = run["execution_id"]
-        rows = store.get_list_metrics()
-        assert all(row["execution_id"] == run_id for row in rows)
-        lists = {row["name"]: row["values"] for row in rows}
-        assert len(lists) == len(rows), "a list metric appears twice"
+        run_id, lists = the_one_run(store)
         assert lists == {name: [value for _, value in pairs] for name, pairs in expected.items()}
         for name, pairs in expected.items():
             assert store.list_series(run_id, name) == pairs, name  # same values, same steps, same order
