@@ -2,12 +2,13 @@
 
 ``LoopbackEmulator`` serves HTTP/1.1 (keep-alive) on 127.0.0.1 from a daemon thread and
 gives each request to its subclass: ``_handle(method, raw_path, headers, body)`` returns
-(route, (status, JSON payload or NO_BODY)), or (route, None) to close the connection
-unanswered. Every request is logged (``_log_entry`` builds the entry) before it is
-answered, so a client that got its answer finds its request logged. It also holds the
-fault-injection state both emulators use (``fail_next``, ``drop_next``, ``failure_rate``,
-``latency_s``, ``fault_routes``) and the request log with per-route counters. Standard
-library only.
+(route, (status, JSON payload or NO_BODY)), (route, ``Answer``) for anything else (a raw
+body of another content type, extra headers, a stall before answering), or (route, None)
+to close the connection unanswered. Every request is logged (``_log_entry`` builds the
+entry, with the status it is answered, None when unanswered) before it is answered, so a
+client that got its answer finds its request logged. It also holds the fault-injection
+state both emulators use (``fail_next``, ``drop_next``, ``failure_rate``, ``latency_s``,
+``fault_routes``) and the request log with per-route counters. Standard library only.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Generic, TypeVar
@@ -31,6 +33,19 @@ NO_BODY: Any = object()  # a payload meaning: an answer with no body at all
 
 EntryT = TypeVar("EntryT")  # what the request log holds
 EmulatorT = TypeVar("EmulatorT", bound="LoopbackEmulator[Any]")
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A response beyond (status, JSON payload): ``body`` sent as is with ``content_type``
+    (no Content-Type header when None) and extra ``headers``, after ``delay_s`` seconds (a
+    stall: cut short, the connection closed unanswered, when the listener closes)."""
+
+    status: int
+    body: bytes = b""
+    content_type: str | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+    delay_s: float = 0.0
 
 
 def now_iso() -> str:
@@ -65,6 +80,7 @@ class _Server(ThreadingHTTPServer):
 
     def __init__(self, address: tuple[str, int], emulator: LoopbackEmulator[Any]) -> None:
         self.emulator = emulator
+        self.closing = threading.Event()  # set when this listener closes: ends stalls at once
         super().__init__(address, _Handler)
 
     def server_bind(self) -> None:
@@ -109,32 +125,33 @@ class _Handler(BaseHTTPRequestHandler):
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
             self.close_connection = True
             emulator._record(self.command, self.path, ROUTE_UNMATCHED, 411, b"")
-            self._reply(*emulator._error_answer(411, "Content-Length required"))
+            self._reply(emulator._as_answer(emulator._error_answer(411, "Content-Length required")))
             return
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         latency = emulator.latency_s
         if latency > 0:
             time.sleep(latency)
-        route, answer = emulator._handle(self.command, self.path, self.headers, body)
-        emulator._record(self.command, self.path, route, None if answer is None else answer[0], body)
+        route, result = emulator._handle(self.command, self.path, self.headers, body)
+        answer = None if result is None else emulator._as_answer(result)
+        emulator._record(self.command, self.path, route, None if answer is None else answer.status, body)
+        if answer is not None and answer.delay_s > 0 and self.server.closing.wait(answer.delay_s):
+            answer = None  # the listener closed during the stall
         if answer is None:  # close the connection without sending anything
             self.close_connection = True
             with contextlib.suppress(OSError):
                 self.connection.shutdown(socket.SHUT_RDWR)
         else:
-            self._reply(*answer)
+            self._reply(answer)
 
-    def _reply(self, status: int, payload: Any) -> None:
-        emulator = self.server.emulator
-        data = b"" if payload is NO_BODY else json.dumps(payload).encode()
-        self.send_response(status)
-        if payload is not NO_BODY:
-            self.send_header("Content-Type", emulator.content_type)
-        for name, value in emulator._extra_headers():
+    def _reply(self, answer: Answer) -> None:
+        self.send_response(answer.status)
+        if answer.content_type is not None:
+            self.send_header("Content-Type", answer.content_type)
+        for name, value in (*self.server.emulator._extra_headers(), *answer.headers):
             self.send_header(name, value)
-        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Content-Length", str(len(answer.body)))
         # One write for headers and body: split writes meet Nagle + delayed ACK (40 ms each).
-        self._headers_buffer.append(b"\r\n" + data)
+        self._headers_buffer.append(b"\r\n" + answer.body)
         self.flush_headers()
 
 
@@ -149,7 +166,7 @@ class LoopbackEmulator(Generic[EntryT]):
         self._lifecycle = threading.Lock()  # start/stop/listen; never taken by handler threads
         self._rng = random.Random(seed)
         self._default_fault_routes = self._fault_routes = fault_routes
-        self._fail_next: list[int] = []
+        self._fail_next: list[Any] = []  # scripted faults in order: statuses, or a subclass's
         self._drop_next = 0
         self._failure_rate = 0.0
         self._latency_s = 0.0
@@ -181,6 +198,21 @@ class LoopbackEmulator(Generic[EntryT]):
     def _draw_other_fault(self) -> int | str | None:
         """Called under the lock by ``_draw_fault`` after fail_next and drop_next."""
         return None
+
+    def _fault_applies(self, fault: Any, route: str) -> bool:
+        """Whether the scripted fault first in line (a ``fail_next`` status, or what a
+        subclass queued) applies to a request on ``route`` (one of ``fault_routes``); when
+        not, the request goes on to the other faults and the scripted one keeps its place."""
+        return True
+
+    def _as_answer(self, result: tuple[int, Any] | Answer) -> Answer:
+        """An ``Answer`` for what ``_handle`` returned: (status, JSON payload or NO_BODY) as is."""
+        if isinstance(result, Answer):
+            return result
+        status, payload = result
+        if payload is NO_BODY:
+            return Answer(status)
+        return Answer(status, json.dumps(payload).encode(), self.content_type)
 
     # ----- lifecycle -----
 
@@ -235,6 +267,7 @@ class LoopbackEmulator(Generic[EntryT]):
         server, thread = self._server, self._thread
         self._server = self._thread = None
         if server is not None:
+            server.closing.set()
             server.shutdown()
             server.server_close()
         if thread is not None:
@@ -309,12 +342,13 @@ class LoopbackEmulator(Generic[EntryT]):
             self._failure_rate = self._latency_s = 0.0
             self._fault_routes = self._default_fault_routes
 
-    def _draw_fault(self, route: str) -> int | str | None:
-        """None, a status to answer, "drop" or another fault named by ``_draw_other_fault``."""
+    def _draw_fault(self, route: str) -> Any:
+        """None, a status to answer, "drop", a scripted fault a subclass queued in
+        ``_fail_next`` or another fault named by ``_draw_other_fault``."""
         with self._lock:
             if route not in self._fault_routes:
                 return None
-            if self._fail_next:
+            if self._fail_next and self._fault_applies(self._fail_next[0], route):
                 return self._fail_next.pop(0)
             if self._drop_next > 0:
                 self._drop_next -= 1

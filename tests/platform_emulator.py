@@ -29,7 +29,43 @@ Choices where the real platform's behaviour is not documented:
   (as the SDK docstrings say); more is 400 {"name": "InvalidFilters"} unless
   ``exclusive_filters=False``. ``items_per_page`` above ``max_items_per_page`` is
   clamped.
-* Injected 500s are answered before anything is stored.
+
+Faults a test injects (all thread-safe, settable from the test thread at any time, all
+cleared by ``reset()``). ``fail_next``, ``garble_next``, ``stall_after_store_next``,
+``drop_next``, ``drop_rate`` and ``failure_rate`` apply only to requests on ``fault_routes``
+(the four metric routes unless set; never the auth refresh) that passed authentication;
+``outage``, ``outage_refuse`` and ``latency_s`` to every request:
+
+* ``fail_next(count, status=500, *, after_store=False, body="json")``: the next ``count``
+  requests are answered ``status``. By default before anything is stored; with
+  ``after_store=True`` the write is performed first (values stored; a write the platform
+  refuses stores nothing) and the status answered anyway, as a gateway that lost the
+  platform's answer would. ``body`` is "json" (the platform's {"message", "name"}), "html"
+  (a gateway page, ``Content-Type: text/html``) or "empty" (no body, no Content-Type). A
+  429 carries ``Retry-After: 1``; a 401 is answered as given (the SDK drops its token).
+* ``garble_next(count)``: the next ``count`` writes are performed, and answered with their
+  status (200 when stored) and a body that is not JSON (``<html>ok``, text/html).
+* ``stall_after_store_next(count, seconds)``: the next ``count`` writes are performed, then
+  their answer waits ``seconds`` (longer than the client's timeout: it gives up after the
+  platform stored the values). ``stop()`` or an ``outage_refuse`` ends a stall at once,
+  closing its connection unanswered.
+* ``drop_next(count)``, ``drop_rate``: the connection is closed unanswered; with
+  ``drop_after_processing`` the write is performed first (the "lost answer").
+* ``failure_rate``: a seeded share of requests is answered 500 before storing.
+* ``outage(seconds)``: everything, auth included, is answered 503 (before storing).
+* ``outage_refuse(seconds)``: connections are refused (and open ones closed).
+* ``latency_s``: every request, auth included, waits before being handled.
+* ``revoke_access_tokens()``: the next authenticated request gets 401.
+
+``fail_next``, ``garble_next`` and ``stall_after_store_next`` share one queue, consumed in
+the order they were called, before ``drop_next`` and the rates. The faults that act after
+storing (``after_store=True``, garble, stall) only make sense for a write: they are taken
+by the next ``PUT``/``POST`` metric write only, and a ``GET`` listing while one is first in
+line is answered normally (it does not consume it, nor a fault queued behind it).
+
+``requests_log`` holds one entry per request, with the status it was answered (None when
+its connection was closed unanswered); a stalled request is logged, with the status it
+will answer, as soon as it is stored, before its stall.
 """
 
 from __future__ import annotations
@@ -41,12 +77,12 @@ import secrets
 import threading
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
-from loopback_server import ROUTE_UNMATCHED, LoopbackEmulator, is_number, now_iso, strict_json
+from loopback_server import ROUTE_UNMATCHED, Answer, LoopbackEmulator, is_number, now_iso, strict_json
 
 JsonDict = dict[str, Any]
 Key = tuple[str, str]
@@ -57,6 +93,9 @@ ROUTE_LIST_POST = "list_post"
 ROUTE_SCALAR_GET = "scalar_get"
 ROUTE_LIST_GET = "list_get"
 METRIC_ROUTES = frozenset({ROUTE_SCALAR_PUT, ROUTE_LIST_POST, ROUTE_SCALAR_GET, ROUTE_LIST_GET})
+WRITE_ROUTES = frozenset({ROUTE_SCALAR_PUT, ROUTE_LIST_POST})
+FAILURE_BODIES = ("json", "html", "empty")
+GARBLED_BODY = b"<html>ok"
 
 DEFAULT_PIPELINE = "pipeline"
 _API = "/api/v1"
@@ -75,6 +114,21 @@ class LoggedRequest:
     route: str  # one of the ROUTE_* names
     status: int | None
     bytes_received: int  # request body bytes
+
+
+@dataclass(frozen=True)
+class _Scripted:
+    """A fault queued by fail_next ("fail"), garble_next ("garble") or stall_after_store_next ("stall")."""
+
+    kind: str
+    status: int = 200
+    after_store: bool = False
+    body: str = "json"
+    seconds: float = 0.0
+
+    @property
+    def writes_only(self) -> bool:
+        return self.after_store or self.kind != "fail"
 
 
 class _HttpError(Exception):
@@ -162,8 +216,10 @@ class PlatformEmulator(LoopbackEmulator[LoggedRequest]):
 
     Settable at any time from any thread (all thread-safe): ``failure_rate``,
     ``latency_s`` (auth included), ``drop_rate``, ``drop_after_processing``,
-    ``fault_routes`` (all metric routes unless set), ``executions``; ``drop_next`` honours
-    drop_after_processing. See the module docstring for the routes and the documented choices.
+    ``fault_routes`` (all metric routes unless set), ``executions``; callable the same way:
+    ``fail_next``, ``garble_next``, ``stall_after_store_next``, ``drop_next`` (it honours
+    drop_after_processing), ``outage``, ``outage_refuse``, ``revoke_access_tokens``. See the
+    module docstring for the routes, the faults and the documented choices.
     """
 
     content_type = "application/json; charset=utf-8"
@@ -200,6 +256,31 @@ class PlatformEmulator(LoopbackEmulator[LoggedRequest]):
             return self._server is not None
 
     # ----- fault injection -----
+
+    def fail_next(
+        self, count: int = 1, status: int = 500, *, after_store: bool = False, body: str = "json"
+    ) -> None:
+        """Answer the next ``count`` requests on ``fault_routes`` with ``status``: before storing,
+        or with ``after_store`` once the write is performed (writes only). ``body``: "json",
+        "html" (a gateway page) or "empty". A 429 carries ``Retry-After: 1``."""
+        if body not in FAILURE_BODIES:
+            raise ValueError(f"body must be one of {FAILURE_BODIES}, got {body!r}")
+        if not 400 <= status <= 599:
+            raise ValueError(f"status must be an HTTP error status, got {status!r}")
+        with self._lock:
+            self._fail_next.extend([_Scripted("fail", status, after_store, body)] * count)
+
+    def garble_next(self, count: int = 1) -> None:
+        """Perform the next ``count`` writes on ``fault_routes``, then answer them with a body
+        that is not JSON (``<html>ok``, text/html; status 200 when stored)."""
+        with self._lock:
+            self._fail_next.extend([_Scripted("garble")] * count)
+
+    def stall_after_store_next(self, count: int = 1, seconds: float = 5.0) -> None:
+        """Perform the next ``count`` writes on ``fault_routes``, then wait ``seconds`` before
+        answering (a client with a shorter timeout gives up after the values were stored)."""
+        with self._lock:
+            self._fail_next.extend([_Scripted("stall", seconds=float(seconds))] * count)
 
     @property
     def drop_rate(self) -> float:
@@ -281,6 +362,9 @@ class PlatformEmulator(LoopbackEmulator[LoggedRequest]):
             return "drop"
         return None
 
+    def _fault_applies(self, fault: Any, route: str) -> bool:
+        return not (isinstance(fault, _Scripted) and fault.writes_only) or route in WRITE_ROUTES
+
     # ----- observation -----
 
     @property
@@ -313,7 +397,7 @@ class PlatformEmulator(LoopbackEmulator[LoggedRequest]):
 
     def _handle(
         self, method: str, raw_path: str, headers: Any, body: bytes
-    ) -> tuple[str, tuple[int, JsonDict] | None]:
+    ) -> tuple[str, tuple[int, JsonDict] | Answer | None]:
         route, name_segment, query = _match(method, raw_path)
         try:
             if self.in_outage:
@@ -331,9 +415,38 @@ class PlatformEmulator(LoopbackEmulator[LoggedRequest]):
                     with contextlib.suppress(_HttpError):
                         self._serve(route, name_segment, query, body)
                 return route, None
+            if isinstance(fault, _Scripted):
+                return route, self._scripted(fault, route, name_segment, query, body)
             return route, (200, self._serve(route, name_segment, query, body))
         except _HttpError as error:
             return route, (error.status, {"message": error.message, "name": error.name})
+
+    def _scripted(
+        self, fault: _Scripted, route: str, name_segment: str | None, query: str, body: bytes
+    ) -> Answer:
+        if fault.kind == "fail" and not fault.after_store:
+            return self._failure(fault)
+        try:
+            answer = self._as_answer((200, self._serve(route, name_segment, query, body)))
+        except _HttpError as error:  # refused: nothing stored
+            answer = self._as_answer((error.status, {"message": error.message, "name": error.name}))
+        if fault.kind == "fail":
+            return self._failure(fault)
+        if fault.kind == "garble":
+            return Answer(answer.status, GARBLED_BODY, "text/html")
+        return replace(answer, delay_s=fault.seconds)
+
+    def _failure(self, fault: _Scripted) -> Answer:
+        status = fault.status
+        headers = (("Retry-After", "1"),) if status == 429 else ()
+        if fault.body == "empty":
+            return Answer(status, headers=headers)
+        if fault.body == "html":
+            phrase = HTTPStatus(status).phrase if status in _STATUSES else "Error"
+            page = f"<html><body><h1>{status} {phrase}</h1></body></html>"
+            return Answer(status, page.encode(), "text/html", headers)
+        answer = self._as_answer(self._error_answer(status, f"Injected {status} error (emulated)"))
+        return replace(answer, headers=headers)
 
     def _refresh(self, body: Any) -> JsonDict:
         import jwt  # PyJWT, a craft-ai-sdk dependency; lazy so conftest imports without it

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import http.client
 import json
+import threading
 import time
 from datetime import datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -26,8 +28,11 @@ from platform_emulator import (
 craft_ai_sdk = pytest.importorskip("craft_ai_sdk")
 jwt = pytest.importorskip("jwt")
 
+import requests  # noqa: E402  (a craft-ai-sdk dependency)
 from craft_ai_sdk import CraftAiSdk  # noqa: E402
 from craft_ai_sdk.exceptions import SdkException  # noqa: E402
+from requests import PreparedRequest, Response  # noqa: E402
+from requests.adapters import HTTPAdapter  # noqa: E402
 
 EXEC = "exec-test-1"
 ROW_KEYS = {"name", "created_at", "execution_id", "deployment_name", "pipeline_name"}
@@ -403,3 +408,241 @@ def test_stop_closes_the_port(platform: PlatformEmulator) -> None:
         client.record_metric_value("acc", 2.0)
     assert caught.value.name == "RequestError"
     assert emulator.store.scalars == {(EXEC, "acc"): 1.0}
+
+
+# ----- failure modes: after storing, garbled answers, stalls -----
+
+
+class _TimeoutAdapter(HTTPAdapter):
+    """Gives every request of a session a default timeout (the SDK sets none)."""
+
+    def __init__(self, timeout: float) -> None:
+        super().__init__()
+        self.default_timeout = timeout
+
+    def send(self, request: PreparedRequest, **kwargs: Any) -> Response:  # type: ignore[override]
+        if kwargs.get("timeout") is None:
+            kwargs["timeout"] = self.default_timeout
+        return super().send(request, **kwargs)
+
+
+def with_timeout(sdk: CraftAiSdk, seconds: float) -> CraftAiSdk:
+    sdk._session.mount("http://", _TimeoutAdapter(seconds))
+    return sdk
+
+
+def raw_put(platform: PlatformEmulator, sdk: CraftAiSdk, name: str, value: float) -> http.client.HTTPResponse:
+    """A scalar PUT sent with http.client, to see the headers of the answer (the SDK hides them)."""
+    if sdk._access_token is None:
+        sdk.get_metrics(name="-")  # a token
+    connection = http.client.HTTPConnection("127.0.0.1", platform.port, timeout=5)
+    connection.request(
+        "PUT",
+        f"/api/v1/metrics/single-value/{name}",
+        body=json.dumps({"value": value, "execution_id": EXEC}).encode(),
+        headers={"Authorization": f"Bearer {sdk._access_token}", "Content-Type": "application/json"},
+    )
+    response = connection.getresponse()
+    response.read()
+    connection.close()
+    return response
+
+
+def write_statuses(platform: PlatformEmulator) -> list[int | None]:
+    return [e.status for e in platform.requests_log if e.route in (ROUTE_SCALAR_PUT, ROUTE_LIST_POST)]
+
+
+def test_a_gateway_page_after_storing_is_a_502_for_the_sdk_and_the_values_are_kept(
+    platform: PlatformEmulator, sdk: CraftAiSdk
+) -> None:
+    platform.fail_next(1, status=502, after_store=True, body="html")
+    with pytest.raises(SdkException) as caught:
+        sdk.record_list_metric_values("loss", [1.0, 2.0])
+    assert caught.value.status_code == 502
+    assert "invalid response content" in caught.value.message
+    assert "<h1>502 Bad Gateway</h1>" in caught.value.message
+    assert platform.store.lists == {(EXEC, "loss"): [1.0, 2.0]}  # stored: a retry would duplicate
+    sdk.record_list_metric_values("loss", 3.0)  # one failure only
+    assert platform.store.lists == {(EXEC, "loss"): [1.0, 2.0, 3.0]}
+    assert write_statuses(platform) == [502, 200]
+
+    platform.fail_next(1, status=504, after_store=True)  # the platform's JSON error, after storing
+    with pytest.raises(SdkException) as caught:
+        sdk.record_metric_value("acc", 0.5)
+    assert (caught.value.status_code, caught.value.name) == (504, "GatewayTimeout")
+    assert platform.store.scalars == {(EXEC, "acc"): 0.5}
+
+
+def test_failures_before_storing_can_have_an_html_or_empty_body(
+    platform: PlatformEmulator, sdk: CraftAiSdk
+) -> None:
+    platform.fail_next(1, status=502, body="html")
+    platform.fail_next(1, status=503, body="empty")
+    with pytest.raises(SdkException) as caught:
+        sdk.record_metric_value("acc", 0.1)
+    assert caught.value.status_code == 502 and "502 Bad Gateway" in caught.value.message
+    with pytest.raises(SdkException) as caught:
+        sdk.record_metric_value("acc", 0.2)
+    assert caught.value.status_code == 503 and "invalid response content" in caught.value.message
+    assert platform.store.scalars == {}
+    assert write_statuses(platform) == [502, 503]
+
+    platform.fail_next(1, status=502, body="html")
+    platform.fail_next(1, status=503, body="empty")
+    html = raw_put(platform, sdk, "acc", 0.3)
+    assert (html.status, html.getheader("Content-Type")) == (502, "text/html")
+    empty = raw_put(platform, sdk, "acc", 0.4)
+    assert (empty.status, empty.getheader("Content-Length")) == (503, "0")
+    assert empty.getheader("Content-Type") is None
+    with pytest.raises(ValueError, match="body must be one of"):
+        platform.fail_next(1, body="xml")
+
+
+def test_a_429_says_retry_after_and_a_401_makes_the_sdk_refresh(
+    platform: PlatformEmulator, sdk: CraftAiSdk
+) -> None:
+    platform.fail_next(1, status=429)
+    with pytest.raises(SdkException) as caught:
+        sdk.record_metric_value("acc", 0.1)
+    assert (caught.value.status_code, caught.value.name) == (429, "TooManyRequests")
+    platform.fail_next(1, status=429)
+    answer = raw_put(platform, sdk, "acc", 0.2)
+    assert (answer.status, answer.getheader("Retry-After")) == (429, "1")
+    assert platform.store.scalars == {}
+
+    assert platform.refresh_count == 1
+    platform.fail_next(1, status=401)
+    with pytest.raises(SdkException) as caught:
+        sdk.record_metric_value("acc", 0.3)
+    assert caught.value.status_code == 401
+    sdk.record_metric_value("acc", 0.4)  # the SDK dropped its token: it refreshes first
+    assert platform.refresh_count == 2
+    assert platform.store.scalars == {(EXEC, "acc"): 0.4}
+
+
+def test_a_garbled_200_is_stored_and_the_sdk_raises_with_status_200(
+    platform: PlatformEmulator, sdk: CraftAiSdk
+) -> None:
+    platform.garble_next(2)
+    with pytest.raises(SdkException) as caught:
+        sdk.record_metric_value("acc", 0.5)
+    assert caught.value.status_code == 200
+    assert "Unable to decode response data" in caught.value.message
+    with pytest.raises(SdkException) as caught:
+        sdk.record_list_metric_values("loss", [1.0, 2.0])
+    assert caught.value.status_code == 200
+    assert platform.store.scalars == {(EXEC, "acc"): 0.5}
+    assert platform.store.lists == {(EXEC, "loss"): [1.0, 2.0]}
+    platform.garble_next(1)
+    answer = raw_put(platform, sdk, "acc", 0.6)
+    assert (answer.status, answer.getheader("Content-Type")) == (200, "text/html")
+    assert sdk.record_metric_value("acc", 0.7) is True
+    assert write_statuses(platform) == [200, 200, 200, 200]
+
+
+def test_a_stall_after_storing_is_a_client_timeout_and_the_values_are_kept(
+    platform: PlatformEmulator, sdk: CraftAiSdk
+) -> None:
+    with_timeout(sdk, 0.3)
+    sdk.record_metric_value("warm", 0.0)
+    platform.stall_after_store_next(1, seconds=30)
+    started = time.perf_counter()
+    with pytest.raises(SdkException) as caught:
+        sdk.record_list_metric_values("loss", [1.0, 2.0])
+    assert time.perf_counter() - started < 2
+    assert (caught.value.name, caught.value.status_code) == ("RequestError", None)
+    assert isinstance(caught.value.__cause__, requests.exceptions.ReadTimeout)
+    assert platform.store.lists == {(EXEC, "loss"): [1.0, 2.0]}  # stored before the stall
+    assert platform.requests_log[-1].status == 200  # logged as stored, with its coming answer
+    sdk.record_list_metric_values("loss", 3.0)  # the next write is answered at once
+    assert platform.store.lists == {(EXEC, "loss"): [1.0, 2.0, 3.0]}
+
+    platform.stall_after_store_next(1, seconds=30)
+    with pytest.raises(SdkException):
+        sdk.record_metric_value("acc", 0.5)
+    handlers = [t for t in threading.enumerate() if "process_request" in t.name]
+    assert handlers  # the stalled one among them
+    started = time.perf_counter()
+    platform.stop()  # ends the stall: it does not wait 30 s
+    for thread in handlers:
+        thread.join(timeout=1)
+    assert time.perf_counter() - started < 1.5
+    assert not any(thread.is_alive() for thread in handlers)
+    assert platform.store.scalars == {(EXEC, "warm"): 0.0, (EXEC, "acc"): 0.5}
+
+
+def test_a_short_stall_is_answered_late(platform: PlatformEmulator, sdk: CraftAiSdk) -> None:
+    sdk.record_metric_value("warm", 0.0)
+    platform.stall_after_store_next(1, seconds=0.3)
+    started = time.perf_counter()
+    assert sdk.record_metric_value("acc", 0.5) is True  # no client timeout: it waits
+    assert time.perf_counter() - started >= 0.3
+
+
+def test_after_store_faults_wait_for_a_write_and_listings_are_answered(
+    platform: PlatformEmulator, sdk: CraftAiSdk
+) -> None:
+    platform.add_scalar(EXEC, "acc", 0.1)
+    platform.fail_next(1, status=502, after_store=True)
+    platform.garble_next(1)
+    platform.stall_after_store_next(1, seconds=0.2)
+    platform.fail_next(1, status=500)  # queued behind: a listing does not jump the queue
+    assert [r["value"] for r in sdk.get_metrics()] == [0.1]
+    assert sdk.get_list_metrics() == []
+    with pytest.raises(SdkException) as caught:
+        sdk.record_metric_value("acc", 0.2)
+    assert caught.value.status_code == 502
+    with pytest.raises(SdkException) as caught:
+        sdk.record_metric_value("acc", 0.3)
+    assert caught.value.status_code == 200
+    assert sdk.get_metrics(name="acc")[0]["value"] == 0.3
+    assert sdk.record_metric_value("acc", 0.4) is True  # the stall: late but answered
+    with pytest.raises(SdkException) as caught:  # a failure before storing hits a listing too
+        sdk.get_metrics()
+    assert caught.value.status_code == 500
+    assert [(e.route, e.status) for e in platform.requests_log if e.route != ROUTE_AUTH] == [
+        (ROUTE_SCALAR_GET, 200),
+        (ROUTE_LIST_GET, 200),
+        (ROUTE_SCALAR_PUT, 502),
+        (ROUTE_SCALAR_PUT, 200),
+        (ROUTE_SCALAR_GET, 200),
+        (ROUTE_SCALAR_PUT, 200),
+        (ROUTE_SCALAR_GET, 500),
+    ]
+
+
+def test_a_refused_write_stores_nothing_whatever_the_fault(
+    platform: PlatformEmulator, sdk: CraftAiSdk
+) -> None:
+    platform.fail_next(1, status=502, after_store=True)
+    platform.garble_next(1)
+    with pytest.raises(SdkException) as caught:
+        sdk.record_metric_value("acc", "0.5")
+    assert caught.value.status_code == 502  # the gateway's answer replaces the platform's 400
+    with pytest.raises(SdkException) as caught:
+        sdk.record_metric_value("acc", "0.5")
+    assert caught.value.status_code == 400  # garbled, the refusal keeps its status
+    assert platform.store.scalars == {}
+
+
+def test_reset_clears_every_queued_fault_and_each_answer_is_logged(
+    platform: PlatformEmulator, sdk: CraftAiSdk
+) -> None:
+    sdk.record_metric_value("acc", 0.0)
+    platform.drop_next(1)
+    platform.fail_next(1, status=503)
+    with pytest.raises(SdkException):
+        sdk.record_metric_value("acc", 0.1)  # fail_next first
+    with pytest.raises(SdkException) as caught:
+        sdk.record_metric_value("acc", 0.2)  # then the drop
+    assert caught.value.name == "RequestError"
+    platform.fail_next(3, status=502, after_store=True)
+    platform.garble_next(2)
+    platform.stall_after_store_next(2, seconds=30)
+    platform.drop_next(2)
+    platform.failure_rate = 1.0
+    platform.reset()
+    for value in (0.3, 0.4):
+        assert sdk.record_metric_value("acc", value) is True
+    assert platform.store.scalars == {(EXEC, "acc"): 0.4}
+    assert write_statuses(platform) == [200, 503, None, 200, 200]
