@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from craft_ai_sdk import CraftAiSdk
 
-from craft_callbacks import DeliveryWarning, LocalStore, MetricRecorder
+from craft_callbacks import DeliveryWarning, LocalStore, MetricLimitWarning, MetricRecorder
 from craft_callbacks.cli import main as cli_main
 from craft_callbacks.spool import Spool
 from platform_emulator import PlatformEmulator
@@ -178,7 +178,9 @@ def test_close_timeout_leaves_the_spool_and_says_how_to_deliver_it(
     messages = [str(w.message) for w in caught if "could not be delivered" in str(w.message)]
     assert len(messages) == 1
     assert f"craft-callbacks sync --spool {SPOOL}" in messages[0]
-    assert "100 list values and 1 scalars" in messages[0]
+    assert "0 list values and 0 scalars reached the Craft AI platform" in messages[0]
+    assert f"100 list values and 1 scalars are in the spool {SPOOL}" in messages[0]
+    assert "0 lost" in messages[0]
     platform.reset()
     assert cli_main(["sync", "--spool", str(SPOOL)]) == 0
     assert platform.store.lists[(EXECUTION, "loss")] == [float(step) for step in range(100)]
@@ -259,17 +261,22 @@ def test_an_sdk_given_outside_an_execution_records_locally(
     assert platform.request_count == 0
 
 
-def test_a_refused_list_warns_once_and_the_rest_flows(platform: PlatformEmulator) -> None:
-    platform.add_list_values(EXECUTION, "full", [0.0] * 50_000)  # already at the platform's cap
+def test_a_list_the_execution_already_filled_gets_nothing_more_and_no_refusal(
+    platform: PlatformEmulator,
+) -> None:
+    platform.add_list_values(EXECUTION, "full", [0.0] * 50_000)  # an earlier run filled it
     recorder = MetricRecorder(flush_interval=0.02)
-    with pytest.warns(DeliveryWarning, match="limit of 50000") as caught, recorder:
+    with pytest.warns(MetricLimitWarning, match="at the cap of 50,000") as caught, recorder:
         for step in range(200):
             recorder.log_step({"full": 1.0, "loss": float(step)}, step=step)
             if step % 50 == 0:
                 recorder.flush(timeout=5)
     assert sum("'full'" in str(w.message) for w in caught) == 1
+    assert not [w for w in caught if issubclass(w.category, DeliveryWarning)]
     assert platform.store.lists[(EXECUTION, "loss")] == [float(step) for step in range(200)]
     assert len(platform.store.lists[(EXECUTION, "full")]) == 50_000
+    assert all(entry.status == 200 for entry in platform.requests_log)
+    assert "200 thinned to stay under 50,000 values per list" in recorder.summary()
     assert Spool(SPOOL).pending_lists() == []
 
 

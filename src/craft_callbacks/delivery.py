@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import contextvars
 import logging
-import random
 import threading
 import time
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Final, Protocol, runtime_checkable
 
-from craft_callbacks.exceptions import DeliveryWarning, PermanentError
+from craft_callbacks.exceptions import DeliveryWarning, LocalStoreError, NotSentError
+from craft_callbacks.retry import BACKOFF, is_permanent
 from craft_callbacks.values import Number
 
 if TYPE_CHECKING:  # the sinks package imports this module
@@ -28,8 +28,9 @@ if TYPE_CHECKING:  # the sinks package imports this module
 logger = logging.getLogger("craft_callbacks")
 
 LIST_REQUEST_LIMIT = 10_000  # the SDK splits larger lists into several requests
-_BACKOFF_FIRST_S = 0.5
-_BACKOFF_MAX_S = 30.0
+# At close, a local fault (the store cannot be written) is tried this many more rounds, not
+# for the whole close timeout: waiting does not mend a full disk or a damaged file.
+LOCAL_TRIES_AT_CLOSE: Final = 2
 
 
 @runtime_checkable
@@ -56,7 +57,7 @@ class Outbox:
             pending[0].extend(steps)
             pending[1].extend(values)
 
-    def take(self, other: Outbox) -> None:
+    def absorb(self, other: Outbox) -> None:
         """Move everything of ``other`` to the end of this outbox (``other`` is left empty)."""
         for name, (steps, values) in other.lists.items():
             self.add_list(name, steps, values)
@@ -64,35 +65,62 @@ class Outbox:
         other.lists = {}
         other.scalars = {}
 
-    def describe(self, *others: Outbox) -> str:
-        """What this outbox (and ``others``) hold, in words: ``120 list values and 2 scalars``."""
-        outboxes = (self, *others)
-        values = sum(len(values) for box in outboxes for _, values in list(box.lists.values()))
-        scalars = len({name for box in outboxes for name in list(box.scalars)})
-        return f"{values:,} list values and {scalars} scalars"
+    @property
+    def list_values(self) -> int:
+        """How many list values the outbox holds."""
+        return sum(len(values) for _, values in list(self.lists.values()))
 
     def __bool__(self) -> bool:
         return bool(self.lists or self.scalars)
 
 
-def is_permanent(error: BaseException) -> bool:
-    """Whether a sink error is a refusal that retrying cannot change."""
-    if isinstance(error, PermanentError):
-        return True
-    for holder in (error, getattr(error, "response", None)):
-        status = getattr(holder, "status_code", None)
-        if isinstance(status, int) and 400 <= status < 500 and status not in (401, 408, 429):
-            return True
-    return False
+@dataclass
+class Whereabouts:
+    """Where a run's values are: delivered, kept in the spool, or lost (and why).
+
+    Counts list values and scalars apart; ``lost`` maps each reason to how
+    many values (list values and scalars together) it cost.
+    """
+
+    delivered_values: int = 0
+    delivered_scalars: int = 0
+    spooled_values: int = 0
+    spooled_scalars: int = 0
+    lost: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def lost_count(self) -> int:
+        return sum(self.lost.values())
+
+    def words(self, destination: str, spool: str | None = None) -> str:
+        """In words: ``3,000 list values and 2 scalars reached X, 10 list values and 0 scalars
+        are in the spool P, 0 lost``. A lost scalar counts as one value.
+        """
+        reached = f"{self.delivered_values:,} list values and {self.delivered_scalars} scalars"
+        parts = [f"{reached} reached {destination}"]
+        if spool is not None or self.spooled_values or self.spooled_scalars:
+            parts.append(
+                f"{self.spooled_values:,} list values and {self.spooled_scalars} scalars are in the spool"
+                + (f" {spool}" if spool else "")
+            )
+        if self.lost:
+            reasons = "; ".join(f"{why}: {count:,}" for why, count in sorted(self.lost.items()))
+            parts.append(f"{self.lost_count:,} values lost ({reasons})")
+        else:
+            parts.append("0 lost")
+        return ", ".join(parts)
 
 
 class Destination:
     """Where one run's metrics go: a sink, the run's execution id, and what it has not accepted.
 
-    Each list's pending values go in requests of at most ``LIST_REQUEST_LIMIT``
-    values (the SDK sends one HTTP request per call up to that size), and a
-    request the sink accepted is never sent again. Subclasses hook into each
-    step (the platform spools and reconciles there).
+    Each round of the worker calls :meth:`take` (new values join what is
+    pending; a spooling destination makes them durable there) and, when no
+    retry backoff is running, :meth:`send`. Each list's pending values go in
+    requests of at most ``LIST_REQUEST_LIMIT`` values (the SDK sends one HTTP
+    request per call up to that size), and a request the sink accepted is
+    never sent again. Subclasses hook into each step (the platform spools and
+    reconciles there).
     """
 
     def __init__(self, sink: Any, execution_id: str, description: str) -> None:
@@ -103,15 +131,33 @@ class Destination:
         self.rejected: dict[str, str] = {}
         self.rejected_values = 0
         self.progress = 0  # counts the units of work done (a request accepted, a write)
+        self.delivered_values = 0
+        self.delivered_scalars = 0
+        self.lost: dict[str, int] = {}
         self.list_request_limit = getattr(sink, "list_request_limit", LIST_REQUEST_LIMIT)
 
-    def deliver(self, new: Outbox) -> None:
-        """Take the new values and send everything pending; raises on a transient failure."""
-        self.pending.take(new)
+    def take(self, new: Outbox) -> None:
+        """New values join the pending ones (the caller's outbox is left empty)."""
+        self.pending.absorb(new)
+
+    def send(self) -> None:
+        """Send everything pending; raises on a transient failure (what was accepted stays accepted)."""
         for name in list(self.pending.lists):
             self._send_list(name)
         for name in list(self.pending.scalars):
             self._send_scalar(name)
+
+    def deliver(self, new: Outbox) -> None:
+        """Take the new values and send everything pending; raises on a transient failure."""
+        self.take(new)
+        self.send()
+
+    def held(self, name: str) -> int | None:
+        """How many values the list ``name`` holds before this run's own (the cap counts them).
+
+        None while that cannot be known yet (the remote does not answer).
+        """
+        return 0
 
     def _send_list(self, name: str) -> None:
         steps, values = self.pending.lists[name]
@@ -123,7 +169,6 @@ class Destination:
             self._before_list(name)
         except Exception as error:
             if not is_permanent(error):
-                self._after_failure(name, error)
                 raise
             self._refuse("list", name, error, len(values))
             del self.pending.lists[name]
@@ -131,7 +176,7 @@ class Destination:
         while values:
             chunk = values[: self.list_request_limit]
             try:
-                self.sink.record_list_metric_values(name, chunk)
+                sent(self.sink.record_list_metric_values(name, chunk))
             except Exception as error:
                 if not is_permanent(error):
                     self._after_failure(name, error)
@@ -140,6 +185,7 @@ class Destination:
                 break
             del steps[: len(chunk)]
             del values[: len(chunk)]
+            self.delivered_values += len(chunk)
             self._after_list_accepted(name, len(chunk))
             self.progress += 1
         del self.pending.lists[name]
@@ -148,12 +194,13 @@ class Destination:
         value = self.pending.scalars[name]
         if f"scalar {name}" not in self.rejected:
             try:
-                self.sink.record_metric_value(name, value)
+                sent(self.sink.record_metric_value(name, value))
             except Exception as error:
                 if not is_permanent(error):
                     raise
                 self._refuse("scalar", name, error, 1)
             else:
+                self.delivered_scalars += 1
                 self._after_scalar_accepted(name, value)
         else:
             self.rejected_values += 1
@@ -163,8 +210,8 @@ class Destination:
         self.rejected[f"{kind} {name}"] = str(error)
         self.rejected_values += count
         warnings.warn(
-            f"craft_callbacks: the sink refused {kind} metric {name!r} ({error}); its values in "
-            "this run are dropped, the other metrics keep flowing",
+            f"craft_callbacks: {self.description} refused {kind} metric {name!r} ({error}); its "
+            f"{count:,} values in this run are lost, the other metrics keep flowing",
             DeliveryWarning,
             stacklevel=2,
         )
@@ -190,32 +237,51 @@ class Destination:
     def set_status(self, status: str) -> None:
         """Keep the run's final status where the sink has a place for it."""
 
-    def keep_for_later(self, outbox: Outbox) -> bool:
-        """Keep values for a later delivery (the spool) without sending; False where there is no place."""
-        return False
+    def whereabouts(self, why_undelivered: str) -> Whereabouts:
+        """Where the run's values are now; pending values not kept anywhere count as lost."""
+        account = Whereabouts(self.delivered_values, self.delivered_scalars, lost=dict(self.lost))
+        if self.rejected_values:
+            account.lost["refused by the sink"] = self.rejected_values
+        unkept = self.pending.list_values + len(self.pending.scalars)
+        if unkept:
+            account.lost[why_undelivered] = account.lost.get(why_undelivered, 0) + unkept
+        return account
+
+    def spool_path(self) -> str | None:
+        """The durable spool undelivered values wait in, or None where there is none."""
+        return None
 
     def release(self) -> None:
         """The run is closed: let go of what the destination holds for it."""
 
-    def how_to_deliver_later(self) -> str:
-        """A sentence saying how undelivered values can still be delivered, or ''."""
-        return ""
+
+def sent(answer: Any) -> None:
+    """The SDK's ``record_*`` return False when they sent nothing (outside an execution)."""
+    if answer is False:
+        raise NotSentError("the sink sent nothing (it answered False: not inside an execution?)")
 
 
 class StoreDestination(Destination):
-    """A run in the local store: every flush is one SQLite transaction, steps included."""
+    """A run in the local store: every round is one SQLite transaction, steps included."""
 
     sink: LocalStore
 
-    def deliver(self, new: Outbox) -> None:
-        self.pending.take(new)
+    def take(self, new: Outbox) -> None:
+        self.pending.absorb(new)
+        if not self.pending:
+            return
         self.sink.write(
             self.execution_id,
             lists=[(name, steps, values) for name, (steps, values) in self.pending.lists.items()],
             scalars=self.pending.scalars,
         )
+        self.delivered_values += self.pending.list_values
+        self.delivered_scalars += len(self.pending.scalars)
         self.pending = Outbox()
         self.progress += 1
+
+    def send(self) -> None:
+        """Nothing to send: :meth:`take` wrote everything."""
 
     def record_hyperparameters(self, params: Mapping[str, Any]) -> None:
         self.sink.set_hyperparameters(self.execution_id, params)
@@ -226,6 +292,12 @@ class StoreDestination(Destination):
 
 class DeliveryWorker:
     """The daemon thread that moves collected values to a destination.
+
+    Every ``flush_interval`` (or sooner when asked) it collects the new
+    values and gives them to the destination's ``take`` (a spooling
+    destination writes its spool there), so the spool keeps pace with
+    training whatever the remote does. It sends when no retry backoff is
+    running; after a failure the next send waits per :data:`~craft_callbacks.retry.BACKOFF`.
 
     ``collect(outbox, final)`` runs on the worker thread and moves the
     recorder's new values into the outbox; ``final`` is true on the last
@@ -250,8 +322,11 @@ class DeliveryWorker:
         self._stopping = False
         self._deadline = float("inf")
         self._failures = 0
+        self._local_failures = 0
+        self._next_send = 0.0
         self._last_error: str | None = None
-        self._warned = False
+        self._warned: set[str] = set()
+        self.gave_up_locally = False
         # Run in a copy of the creator's context: the platform's injected execution context
         # (craft_ai_sdk's execution id) lives in a ContextVar, which new threads do not inherit.
         context = contextvars.copy_context()
@@ -282,6 +357,7 @@ class DeliveryWorker:
         with self._state:
             self._requested += 1
             target = self._requested
+            self._next_send = 0.0  # an explicit flush tries at once
         self._wake.set()
         with self._state:
             return self._state.wait_for(lambda: self._done >= target or not self.alive, timeout)
@@ -291,6 +367,7 @@ class DeliveryWorker:
         with self._state:
             self._stopping = True
             self._deadline = time.monotonic() + timeout
+            self._next_send = 0.0
         self._wake.set()
         self._thread.join(timeout + 1.0)
         return not self._thread.is_alive() and not self.outbox and not self.destination.pending
@@ -303,40 +380,53 @@ class DeliveryWorker:
             with self._state:
                 stopping = self._stopping
                 target = self._requested
-            delivered = self._round(final=stopping)
-            if delivered:
-                delay = self._interval
-                with self._state:
-                    self._done = max(self._done, target)
-                    self._state.notify_all()
-            else:
-                delay = self._backoff()
-            if stopping and (delivered or time.monotonic() + min(delay, 1.0) >= self._deadline):
-                with self._state:
-                    self._state.notify_all()
-                return
+            taken = self._take(final=stopping)
+            now = time.monotonic()
+            delivered = False
+            if now >= self._next_send:
+                delivered = self._send() and taken
+                if delivered:
+                    with self._state:
+                        self._done = max(self._done, target)
+                        self._state.notify_all()
+            delay = self._interval
+            if self._failures:
+                delay = max(0.0, min(delay, self._next_send - now))
             if stopping:
+                over = now + min(delay, 1.0) >= self._deadline
+                if self._local_failures > LOCAL_TRIES_AT_CLOSE:
+                    self.gave_up_locally = True
+                if delivered or over or self.gave_up_locally:
+                    with self._state:
+                        self._state.notify_all()
+                    return
                 delay = min(delay, max(0.0, self._deadline - time.monotonic()))
 
-    def _round(self, final: bool) -> bool:
+    def _take(self, final: bool) -> bool:
+        """Collect the new values and hand them to the destination (its spool); False on a failure."""
         try:
             self._collect(self.outbox, final)
             with self._state:
                 self.rounds += 1
                 self._state.notify_all()
-            if self.outbox or self.destination.pending:
-                self.destination.deliver(self.outbox)
+            self.destination.take(self.outbox)
+        except Exception as error:
+            if isinstance(error, LocalStoreError):
+                self._local_failures += 1
+            self._note_failure("writing", error)
+            return False
+        self._local_failures = 0
+        return True
+
+    def _send(self) -> bool:
+        """Send what the destination holds; False (and a backoff) on a failure."""
+        try:
+            if self.destination.pending:
+                self.destination.send()
         except Exception as error:
             self._failures += 1
-            self._last_error = f"{type(error).__name__}: {error}"
-            if not self._warned:
-                self._warned = True
-                warnings.warn(
-                    f"craft_callbacks: delivering metrics to {self.destination.description} failed "
-                    f"({self._last_error}); retrying in the background, training goes on",
-                    DeliveryWarning,
-                    stacklevel=2,
-                )
+            self._next_send = time.monotonic() + BACKOFF.delay(self._failures)
+            self._note_failure("delivering", error)
             return False
         if self._failures:
             logger.info(
@@ -345,12 +435,26 @@ class DeliveryWorker:
                 self._failures,
             )
         self._failures = 0
+        self._next_send = 0.0
         return True
 
-    def _backoff(self) -> float:
-        base = min(_BACKOFF_MAX_S, _BACKOFF_FIRST_S * 2.0 ** max(0, self._failures - 1))
-        jitter: float = random.uniform(0.5, 1.0)
-        return base * jitter
+    def _note_failure(self, doing: str, error: BaseException) -> None:
+        self._last_error = f"{type(error).__name__}: {error}"
+        if doing in self._warned:
+            return
+        self._warned.add(doing)
+        spool = self.destination.spool_path()
+        kept = (
+            f"values not yet accepted are kept in the spool {spool}"
+            if spool and doing == "delivering"
+            else "values not yet written are kept in memory"
+        )
+        warnings.warn(
+            f"craft_callbacks: {doing} metrics to {self.destination.description} failed "
+            f"({self._last_error}); retrying in the background, training goes on ({kept})",
+            DeliveryWarning,
+            stacklevel=2,
+        )
 
     @property
     def last_error(self) -> str | None:

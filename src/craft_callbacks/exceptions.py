@@ -51,3 +51,7 @@ class PermanentError(CraftCallbacksError):
     A sink raises it to have a metric refused (one warning, the other metrics go on)
     rather than retried.
     """
+
+
+class NotSentError(CraftCallbacksError):
+    """A sink said it sent nothing (the SDK's ``record_*`` returned False): certainly not stored."""

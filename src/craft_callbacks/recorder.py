@@ -16,6 +16,7 @@ import atexit
 import os
 import sys
 import threading
+import time
 import warnings
 import weakref
 from collections.abc import Callable, Hashable, Mapping
@@ -27,6 +28,7 @@ from craft_callbacks.delivery import DeliveryWorker, Destination, Outbox, Sink, 
 from craft_callbacks.exceptions import (
     CraftCallbacksWarning,
     DeliveryWarning,
+    LocalStoreError,
     MetricLimitWarning,
     MetricNameWarning,
     NonFiniteMetricWarning,
@@ -34,11 +36,13 @@ from craft_callbacks.exceptions import (
 )
 from craft_callbacks.logs import visible_logger
 from craft_callbacks.names import MAX_NAME_LENGTH, NameRegistry
+from craft_callbacks.retry import retrying
 from craft_callbacks.sinks.auto import platform_execution_id, resolve_auto_sink
 from craft_callbacks.sinks.craft_ai import DEFAULT_REQUEST_TIMEOUT_S, PlatformDestination, is_craft_ai_sdk
 from craft_callbacks.sinks.digitalhub import DigitalHubDestination, DigitalHubSink
 from craft_callbacks.sinks.local_store import LocalStore, new_execution_id
 from craft_callbacks.spool import Spool, default_spool_path
+from craft_callbacks.spooled import SpooledDestination
 from craft_callbacks.thinning import DEFAULT_MAX_LIST_VALUES, ListThinner
 from craft_callbacks.values import NON_FINITE, Number, Rejected, describe_type, to_number
 
@@ -68,7 +72,7 @@ class _Series:
     both are always complete pairs.
     """
 
-    __slots__ = ("appenders", "last", "last_step", "name", "steps", "thinner", "values")
+    __slots__ = ("appenders", "held", "last", "last_step", "name", "steps", "thinner", "values")
 
     def __init__(self, name: str, cap: int) -> None:
         self.name = name
@@ -78,8 +82,9 @@ class _Series:
         self.thinner = ListThinner(cap)
         self.last: Number | None = None
         self.last_step: int | None = None
+        self.held: int | None = None  # values the execution held before this run's (None: not known yet)
 
-    def take(self) -> tuple[list[int | None], list[Number]]:
+    def drain(self) -> tuple[list[int | None], list[Number]]:
         """Remove and return the complete pairs appended so far (worker thread)."""
         count = len(self.steps)
         steps = self.steps[:count]
@@ -136,6 +141,8 @@ class MetricRecorder:
                 store_path, request_timeout, pipeline_name, deployment_name, execution_id, hyperparameters
             ),
         )
+        if isinstance(self._destination, SpooledDestination):
+            self._destination.cap = int(max_list_values)
         self.max_list_values = int(max_list_values)
         self.close_timeout = float(close_timeout)
         self._expected_events = expected_events
@@ -157,7 +164,8 @@ class MetricRecorder:
         self._inert = False
         self._warned: set[tuple[str, str]] = set()
         self._dropped: dict[str, dict[str, int]] = {"non-numeric": {}, "non-finite": {}}
-        self._undelivered: str | None = None
+        self._whereabouts: str | None = None
+        self._pid = os.getpid()
         self._deferred: list[tuple[type[CraftCallbacksWarning], str, str]] = []
         self._worker = DeliveryWorker(self._collect, self._destination, flush_interval)
         self._worker.start()
@@ -241,7 +249,9 @@ class MetricRecorder:
                 if not self._closed:
                     self._pending_scalars.update(scalars)
                     return
-            if not self._inert:
+            if self._inert:
+                self._warn_forked()
+            else:
                 self._deliver_now(scalars)
         except Exception as error:
             self._internal_error("log_final", error)
@@ -275,12 +285,14 @@ class MetricRecorder:
         try:
             complete = self._worker.stop(self.close_timeout)
             self._emit_deferred()
+            self._whereabouts = self._where_values_are(complete)
             if not complete:
-                self._undelivered = self._worker.destination.pending.describe(self._worker.outbox)
+                spool = self._destination.spool_path()
+                how = f" Deliver the spooled ones with: craft-callbacks sync --spool {spool}" if spool else ""
                 warnings.warn(
-                    f"craft_callbacks: run {self.execution_id}: {self._undelivered} could not be "
-                    f"delivered to {self._destination.description} within {self.close_timeout:g} s "
-                    f"(last error: {self._worker.last_error}).{self._destination.how_to_deliver_later()}",
+                    f"craft_callbacks: run {self.execution_id}: some values could not be delivered to "
+                    f"{self._destination.description} within {self.close_timeout:g} s "
+                    f"(last error: {self._worker.last_error}): {self._whereabouts}.{how}",
                     DeliveryWarning,
                     stacklevel=2,
                 )
@@ -290,6 +302,19 @@ class MetricRecorder:
             self._log.info("%s", self.summary())
         except Exception as error:
             self._internal_error("close", error)
+
+    def _where_values_are(self, complete: bool) -> str:
+        """Delivered, in the spool, lost: the run's values, counted, in words."""
+        if self._worker.outbox:  # collected but never handed to the destination
+            self._destination.pending.absorb(self._worker.outbox)
+        if complete:
+            why = "not delivered"
+        elif self._worker.gave_up_locally:
+            why = f"{self._destination.description} could not be written ({self._worker.last_error})"
+        else:
+            why = f"not accepted by {self._destination.description} within {self.close_timeout:g} s"
+        account = self._destination.whereabouts(why)
+        return account.words(self._destination.description, self._destination.spool_path())
 
     def summary(self) -> str:
         """One line: what was recorded, where, and what was dropped and why."""
@@ -313,8 +338,8 @@ class MetricRecorder:
                 f"({', '.join(sorted(self._destination.rejected))})"
             )
         parts.append("; dropped " + ", ".join(dropped) if dropped else "; nothing dropped")
-        if self._undelivered:
-            parts.append(f"; NOT delivered: {self._undelivered}")
+        if self._whereabouts:
+            parts.append(f"; {self._whereabouts}")
         return "".join(parts)
 
     def __enter__(self) -> MetricRecorder:
@@ -381,7 +406,7 @@ class MetricRecorder:
             if isinstance(key, str):
                 appenders = self._appenders.get(key)
             else:
-                appenders = self._appenders_of_other_keys.get((type(key), key))
+                appenders = self._appenders_of_other_keys.get(_cache_key(key))
             if appenders is not None:
                 return appenders
             name = self._name_for(key)
@@ -391,7 +416,7 @@ class MetricRecorder:
             if isinstance(key, str):
                 self._appenders[key] = series.appenders
             else:
-                self._appenders_of_other_keys[(type(key), key)] = series.appenders
+                self._appenders_of_other_keys[_cache_key(key)] = series.appenders
             return series.appenders
 
     def _numbers(self, metrics: Mapping[Any, Any]) -> dict[str, Number]:
@@ -456,6 +481,7 @@ class MetricRecorder:
 
     def _log_step_after_close(self, metrics: Mapping[Any, Any]) -> None:
         if self._inert:
+            self._warn_forked()
             return
         self._warn_once(
             CraftCallbacksWarning,
@@ -468,27 +494,39 @@ class MetricRecorder:
         """After close: deliver end-of-run scalars before returning (a blocking write is fine now)."""
         outbox = Outbox(scalars=dict(scalars))
         if self._worker.alive:  # still stuck in a request past close: never send beside it
-            kept = self._destination.keep_for_later(outbox)
+            self._destination.take(outbox)  # a spooling destination keeps them there
+            where = self._destination.whereabouts("delivery is still stuck")
+            spool = self._destination.spool_path()
             warnings.warn(
                 f"craft_callbacks: run {self.execution_id}: end-of-run values {sorted(scalars)} were not "
-                f"sent: delivery to {self._destination.description} is still stuck."
-                f"{self._destination.how_to_deliver_later() if kept else ''}",
+                f"sent: delivery to {self._destination.description} is still stuck; "
+                + (
+                    f"they are in the spool {spool} (craft-callbacks sync --spool {spool})"
+                    if spool and where.spooled_scalars
+                    else "they are lost"
+                ),
                 DeliveryWarning,
                 stacklevel=3,
             )
             return
-        for _ in range(3):
-            try:
-                self._destination.deliver(outbox)
-                return
-            except Exception as error:
-                last = error
-        warnings.warn(
-            f"craft_callbacks: run {self.execution_id}: end-of-run values {sorted(scalars)} could not "
-            f"be delivered to {self._destination.description} ({type(last).__name__}: {last})",
-            DeliveryWarning,
-            stacklevel=3,
-        )
+        deadline = time.monotonic() + self.close_timeout
+        try:
+            self._destination.take(outbox)
+            retrying(self._destination.send, attempts=3, deadline=deadline)
+        except Exception as error:
+            spool = self._destination.spool_path()
+            kept = self._destination.whereabouts("").spooled_scalars and spool
+            warnings.warn(
+                f"craft_callbacks: run {self.execution_id}: end-of-run values {sorted(scalars)} could not "
+                f"be delivered to {self._destination.description} ({type(error).__name__}: {error}); "
+                + (
+                    f"they are in the spool {spool} (craft-callbacks sync --spool {spool})"
+                    if kept
+                    else "they are lost"
+                ),
+                DeliveryWarning,
+                stacklevel=3,
+            )
 
     def _take_hyperparameters(self) -> dict[str, Any]:
         with self._lock:
@@ -505,7 +543,7 @@ class MetricRecorder:
         with self._lock:
             series_list = list(self._series.values())
             scalars, self._pending_scalars = self._pending_scalars, {}
-        taken = [(series, *series.take()) for series in series_list]
+        taken = [(series, *series.drain()) for series in series_list]
         # Read after taking: every value taken belongs to an event already counted, so a
         # list's rate (values per event) is never overestimated, however late this thread ran.
         events, expected = self._events, self._expected_events
@@ -513,6 +551,8 @@ class MetricRecorder:
         for series, steps, values in taken:
             if not values:
                 continue
+            if series.held is None:
+                self._fit_what_is_left(series)
             series.last = values[-1]
             series.last_step = steps[-1]
             selection = series.thinner.select(len(values), events, expected)
@@ -535,6 +575,37 @@ class MetricRecorder:
                         self._scalar_names.add(series.name)
                         outbox.scalars[series.name] = series.last
 
+    def _fit_what_is_left(self, series: _Series) -> None:
+        """Before a list's first values are thinned: its cap is what the execution has left (worker).
+
+        The cap is per list per execution: a second run in one execution fits
+        into what the first left. Asked again next round while the remote does not answer.
+        """
+        held = self._destination.held(series.name)
+        if held is None:
+            return
+        series.held = held
+        if not held:
+            return
+        left = series.thinner.cap = max(0, self.max_list_values - held)
+        self._log.info(
+            "craft_callbacks: list metric %r already holds %s values in execution %s; this run has %s "
+            "of its cap of %s left",
+            series.name,
+            f"{held:,}",
+            self.execution_id,
+            f"{left:,}",
+            f"{self.max_list_values:,}",
+        )
+        if not left:
+            self._defer(
+                MetricLimitWarning,
+                f"thin:{series.name}",
+                f"list metric {series.name!r} already holds {held:,} values in execution "
+                f"{self.execution_id} (an earlier run), the cap of {self.max_list_values:,}: this run's "
+                "values of it are dropped",
+            )
+
     def _defer(self, category: type[CraftCallbacksWarning], key: str, message: str) -> None:
         """A warning found on the worker thread, emitted on the caller's next call (at its line)."""
         if (category.__name__, key) not in self._warned:
@@ -546,20 +617,33 @@ class MetricRecorder:
             self._warn_once(category, key, message)
 
     def _warn_thinning(self, series: _Series, expected: int | None) -> None:
+        cap = f"the cap of {self.max_list_values:,} values per list"
+        if series.held:
+            left = series.thinner.cap
+            cap = f"the {left:,} values left of {cap} (the execution already holds {series.held:,})"
         if expected and self._events <= expected:
             why = (
-                f"is on course to pass the cap of {self.max_list_values:,} values per list; "
-                f"it is thinned evenly over the {expected:,} expected logging events"
+                f"is on course to pass {cap}; it is thinned evenly over the {expected:,} expected "
+                "logging events"
             )
         else:
             why = (
-                f"passed half the cap of {self.max_list_values:,} values per list and the run's "
-                "length is unknown; it is thinned more and more sparsely so it spans the whole run"
+                f"passed half of {cap} and the run's length is unknown; it is thinned more and more "
+                "sparsely so it spans the whole run"
             )
         self._defer(
             MetricLimitWarning,
             f"thin:{series.name}",
             f"list metric {series.name!r} {why} (its last value is always kept)",
+        )
+
+    def _warn_forked(self) -> None:
+        self._warn_once(
+            CraftCallbacksWarning,
+            "forked",
+            f"this process ({os.getpid()}) was forked from the one that created the recorder of run "
+            f"{self.execution_id} (pid {self._pid}); values logged here are NOT recorded. Create a "
+            "MetricRecorder in this process to record them (the parent's run records the parent's values)",
         )
 
     def _forget_after_fork(self) -> None:
@@ -569,6 +653,15 @@ class MetricRecorder:
         for series in self._series.values():
             series.values.clear()
             series.steps.clear()
+
+
+def _cache_key(key: Any) -> tuple[type, Hashable]:
+    """Where a non-string key's appenders are cached: a key unequal to itself (NaN) by its text."""
+    try:
+        same = bool(key == key)
+    except Exception:
+        same = False
+    return (type(key), key) if same else (type(key), _key_text(key))
 
 
 def _key_text(key: Any) -> str:
@@ -637,10 +730,11 @@ def _destination_for(sink: Any, run: _RunSettings) -> Destination:
                 stacklevel=4,
             )
             return _destination_for(LocalStore(run.store_path), run)
-        spool = Spool(default_spool_path(run.store_path))
-        destination: Destination = PlatformDestination(sink, platform_run, spool, run.request_timeout)
+        destination: Destination = PlatformDestination(
+            sink, platform_run, _spool_or_none(run.store_path), run.request_timeout
+        )
     elif isinstance(sink, DigitalHubSink):
-        destination = DigitalHubDestination(sink, Spool(default_spool_path(run.store_path)))
+        destination = DigitalHubDestination(sink, _spool_or_none(run.store_path))
     else:
         destination = Destination(
             sink,
@@ -650,6 +744,25 @@ def _destination_for(sink: Any, run: _RunSettings) -> Destination:
     if run.hyperparameters:
         destination.record_hyperparameters(dict(run.hyperparameters))
     return destination
+
+
+def _spool_or_none(store_path: str | os.PathLike[str] | None) -> Spool | None:
+    """The durable spool beside the store; None (one warning) when it cannot be used.
+
+    Delivery to a reachable remote goes on without it: an unusable spool
+    costs durability, never the metrics.
+    """
+    path = default_spool_path(store_path)
+    try:
+        return Spool(path)
+    except LocalStoreError as error:
+        warnings.warn(
+            f"craft_callbacks: {error}; metrics are sent without a durable copy: values not yet "
+            "accepted by the remote are lost if this process dies or the remote stays down past close",
+            DeliveryWarning,
+            stacklevel=5,
+        )
+        return None
 
 
 def _register(recorder: MetricRecorder) -> None:

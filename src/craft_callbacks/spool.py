@@ -34,6 +34,7 @@ from craft_callbacks.sinks.local_store import default_store_path, enable_wal
 from craft_callbacks.values import Number
 
 SPOOL_FILE: Final = "spool.db"
+SCHEMA_VERSION: Final = 2  # 1: one row per value; 2: one chunk per list per round
 UNVERIFIABLE: Final = -1  # a list's base when the platform would not tell its count
 _BUSY_TIMEOUT_S: Final = 60.0
 
@@ -96,13 +97,19 @@ class Spool:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with self._write() as db:
+                _check_schema(db, self.path)
                 for statement in _SCHEMA:
                     db.execute(statement)
                 tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
                 if "spool_values" in tables:
                     _chunk_spool_values(db)
+                db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except (OSError, sqlite3.Error) as error:
+            self.close()
             raise LocalStoreError(f"cannot use {self.path} as the metrics spool: {error}") from error
+        except LocalStoreError:
+            self.close()
+            raise
 
     def __repr__(self) -> str:
         return f"Spool({str(self.path)!r})"
@@ -142,10 +149,24 @@ class Spool:
         execution_id: str,
         lists: dict[str, tuple[int, list[Number]]],
         scalars: dict[str, Number],
+        *,
+        bases: dict[str, int] | None = None,
+        accepted: dict[str, int] | None = None,
     ) -> None:
-        """Spool new values: ``lists`` maps a name to (seq of its first new value, values)."""
+        """Spool new values of one run, in one transaction.
+
+        ``lists`` maps a name to (seq of its first new value, values);
+        ``bases`` and ``accepted`` bring lists' bases (see :meth:`set_base`)
+        and accepted counts (see :meth:`mark_accepted`) up to date in the same write.
+        """
         pid = os.getpid()
         with self._write() as db:
+            for name, base in (bases or {}).items():
+                db.execute(
+                    "INSERT INTO spool_lists (execution_id, name, base, owner_pid) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT DO UPDATE SET base = excluded.base",
+                    (execution_id, name, base, pid),
+                )
             for name, (first, values) in lists.items():
                 db.execute(
                     "INSERT INTO spool_lists (execution_id, name, spooled, owner_pid) VALUES (?, ?, ?, ?) "
@@ -157,11 +178,30 @@ class Spool:
                     "VALUES (?, ?, ?, ?, ?)",
                     (execution_id, name, first, len(values), json.dumps(values)),
                 )
+            for name, count in (accepted or {}).items():
+                _mark_accepted(db, execution_id, name, count)
             db.executemany(
                 "INSERT INTO spool_scalars (execution_id, name, value, owner_pid) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT DO UPDATE SET value = excluded.value, owner_pid = excluded.owner_pid",
                 [(execution_id, name, value, pid) for name, value in scalars.items()],
             )
+
+    def replace_pending(self, execution_id: str, name: str, accepted: int, values: list[Number]) -> None:
+        """Make ``values`` the list's whole unaccepted tail, from sequence number ``accepted`` on."""
+        with self._write() as db:
+            db.execute(
+                "DELETE FROM spool_chunks WHERE execution_id = ? AND name = ? AND seq + count > ?",
+                (execution_id, name, accepted),
+            )
+            db.execute(
+                "UPDATE spool_lists SET accepted = ?, spooled = ? WHERE execution_id = ? AND name = ?",
+                (accepted, accepted + len(values), execution_id, name),
+            )
+            if values:
+                db.execute(
+                    "INSERT INTO spool_chunks (execution_id, name, seq, count, vals) VALUES (?, ?, ?, ?, ?)",
+                    (execution_id, name, accepted, len(values), json.dumps(values)),
+                )
 
     def take_over(self, execution_id: str, name: str) -> SpooledList | None:
         """Continue a list of a run in this process: its counts and the values not yet accepted.
@@ -199,14 +239,7 @@ class Spool:
     def mark_accepted(self, execution_id: str, name: str, accepted: int) -> None:
         """The platform holds this run's first ``accepted`` values of the list: forget them."""
         with self._write() as db:
-            db.execute(
-                "UPDATE spool_lists SET accepted = ? WHERE execution_id = ? AND name = ?",
-                (accepted, execution_id, name),
-            )
-            db.execute(
-                "DELETE FROM spool_chunks WHERE execution_id = ? AND name = ? AND seq + count <= ?",
-                (execution_id, name, accepted),
-            )
+            _mark_accepted(db, execution_id, name, accepted)
 
     def mark_refused(self, execution_id: str, name: str, message: str) -> None:
         """The platform refused the list for good: keep the reason, drop its values."""
@@ -279,6 +312,45 @@ class Spool:
             .execute("SELECT execution_id, name, refused FROM spool_lists WHERE refused IS NOT NULL")
             .fetchall()
         )
+
+
+def _mark_accepted(db: sqlite3.Connection, execution_id: str, name: str, accepted: int) -> None:
+    db.execute(
+        "UPDATE spool_lists SET accepted = max(accepted, ?) WHERE execution_id = ? AND name = ?",
+        (accepted, execution_id, name),
+    )
+    db.execute(
+        "DELETE FROM spool_chunks WHERE execution_id = ? AND name = ? AND seq + count <= ?",
+        (execution_id, name, accepted),
+    )
+
+
+def _check_schema(db: sqlite3.Connection, path: Path) -> None:
+    """Refuse a file that is not a spool of a version this package reads (one clear error)."""
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise LocalStoreError(
+            f"the metrics spool {path} was written by a newer craft_callbacks (schema {version}, "
+            f"this one reads up to {SCHEMA_VERSION}); upgrade the package to deliver it"
+        )
+    tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    if tables and not tables & (_TABLES | {"spool_values"}):
+        raise LocalStoreError(f"{path} is an SQLite database but not a craft_callbacks metrics spool")
+    for table in tables & _TABLES:
+        columns = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+        if not columns >= _COLUMNS[table]:
+            raise LocalStoreError(
+                f"the metrics spool {path} is damaged: table {table} lacks "
+                f"{', '.join(sorted(_COLUMNS[table] - columns))}"
+            )
+
+
+_TABLES: Final = frozenset({"spool_lists", "spool_chunks", "spool_scalars"})
+_COLUMNS: Final = {
+    "spool_lists": frozenset({"execution_id", "name", "base", "accepted", "spooled", "refused", "owner_pid"}),
+    "spool_chunks": frozenset({"execution_id", "name", "seq", "count", "vals"}),
+    "spool_scalars": frozenset({"execution_id", "name", "value", "owner_pid"}),
+}
 
 
 def _chunk_spool_values(db: sqlite3.Connection) -> None:

@@ -11,16 +11,17 @@ still owned by a running process are left to it unless ``force``.
 from __future__ import annotations
 
 import os
-import time
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
-from craft_callbacks.delivery import LIST_REQUEST_LIMIT, is_permanent
+from craft_callbacks.delivery import LIST_REQUEST_LIMIT, sent
 from craft_callbacks.exceptions import CraftCallbacksError
-from craft_callbacks.sinks.auto import EXECUTION_ENV, sdk_import
+from craft_callbacks.retry import SYNC_ATTEMPTS, is_permanent, retrying
+from craft_callbacks.sinks.auto import EXECUTION_ENV, INJECTED_CONTEXT, sdk_import
 from craft_callbacks.sinks.craft_ai import (
     DEFAULT_REQUEST_TIMEOUT_S,
     install_request_timeout,
@@ -30,8 +31,6 @@ from craft_callbacks.sinks.digitalhub import SPOOL_PREFIX as DIGITALHUB_PREFIX
 from craft_callbacks.sinks.digitalhub import sink_for_key
 from craft_callbacks.spool import UNVERIFIABLE, Spool, SpooledList, process_alive
 from craft_callbacks.spooled import run_of
-
-_ATTEMPTS: Final = 4
 
 
 @dataclass
@@ -71,28 +70,37 @@ class SyncReport:
 
 @contextmanager
 def _in_execution(execution_id: str) -> Iterator[None]:
-    """Make the SDK address ``execution_id`` (it reads the id from the environment)."""
+    """Make the SDK address ``execution_id``, the execution the values were recorded in.
+
+    The SDK prefers the execution context the platform injects into a step
+    (a ContextVar of ``__craft_internal_execution_context``) over
+    ``CRAFT_AI_EXECUTION_ID``: a sync run inside another execution sets both,
+    then checks that the SDK now names the recorded execution.
+    """
     before = os.environ.get(EXECUTION_ENV)
     os.environ[EXECUTION_ENV] = execution_id
+    context = sys.modules.get(INJECTED_CONTEXT)
+    variable = getattr(context, "current_execution_id", None)
+    token = variable.set(execution_id) if variable is not None else None
     try:
+        with sdk_import():
+            from craft_ai_sdk.shared.execution_context import get_execution_id
+
+        addressed = get_execution_id()  # type: ignore[no-untyped-call]
+        if addressed != execution_id:
+            raise CraftCallbacksError(
+                f"cannot address execution {execution_id!r}: the Craft AI SDK in this process writes "
+                f"to execution {addressed!r} and cannot be pointed elsewhere; run craft-callbacks sync "
+                "outside a platform step (or in a step of that execution)"
+            )
         yield
     finally:
+        if token is not None and variable is not None:
+            variable.reset(token)
         if before is None:
             os.environ.pop(EXECUTION_ENV, None)
         else:
             os.environ[EXECUTION_ENV] = before
-
-
-def _retrying(call: Any, *args: Any) -> Any:
-    """Call the SDK, retrying transient failures a few times with backoff."""
-    for attempt in range(_ATTEMPTS):
-        try:
-            return call(*args)
-        except Exception as error:
-            if is_permanent(error) or attempt == _ATTEMPTS - 1:
-                raise
-            time.sleep(0.5 * 2**attempt)
-    raise AssertionError("unreachable")
 
 
 class _Targets:
@@ -139,19 +147,14 @@ class _Target:
 def _sync_list(target: _Target, spool: Spool, item: SpooledList, report: SyncReport) -> None:
     """Deliver one list; every attempt first asks the remote what it already holds."""
     label = f"{run_of(item.execution_id)}/{item.name}"
-    for attempt in range(_ATTEMPTS):
-        try:
-            _deliver_rest(target, spool, item, report)
-            return
-        except Exception as error:
-            if is_permanent(error):
-                spool.mark_refused(item.execution_id, item.name, str(error))
-                report.refused.append(f"{label}: {error}")
-                return
-            if attempt == _ATTEMPTS - 1:
-                report.failed.append(f"{label}: {type(error).__name__}: {error}")
-                return
-            time.sleep(0.5 * 2**attempt)
+    try:
+        retrying(lambda: _deliver_rest(target, spool, item, report), attempts=SYNC_ATTEMPTS)
+    except Exception as error:
+        if is_permanent(error):
+            spool.mark_refused(item.execution_id, item.name, str(error))
+            report.refused.append(f"{label}: {error}")
+        else:
+            report.failed.append(f"{label}: {type(error).__name__}: {error}")
 
 
 def _deliver_rest(target: _Target, spool: Spool, item: SpooledList, report: SyncReport) -> None:
@@ -169,7 +172,7 @@ def _deliver_rest(target: _Target, spool: Spool, item: SpooledList, report: Sync
             spool.mark_accepted(item.execution_id, item.name, item.accepted)
     while item.values:
         chunk = item.values[: getattr(target.sink, "list_request_limit", LIST_REQUEST_LIMIT)]
-        target.sink.record_list_metric_values(item.name, chunk)
+        sent(target.sink.record_list_metric_values(item.name, chunk))
         item.accepted += len(chunk)
         del item.values[: len(chunk)]
         spool.mark_accepted(item.execution_id, item.name, item.accepted)
@@ -223,7 +226,10 @@ def sync_spool(path: str | os.PathLike[str], sdk: Any = None, force: bool = Fals
                 continue
             with target.context:
                 try:
-                    _retrying(target.sink.record_metric_value, name, value)
+                    retrying(
+                        lambda: sent(target.sink.record_metric_value(name, value)),  # noqa: B023
+                        attempts=SYNC_ATTEMPTS,
+                    )
                 except Exception as error:
                     if is_permanent(error):
                         report.refused.append(f"{run}/{name} (scalar): {error}")

@@ -2,9 +2,8 @@
 
 Spooled, chunked (one HTTP request per SDK call of at most 10,000 values),
 retried and reconciled by :class:`~craft_callbacks.spooled.SpooledDestination`;
-the platform's list count is what reconciles. Errors: a 4xx other than
-401/408/429 is a refusal (one warning, the other metrics keep flowing);
-anything else is retried by the worker with backoff. The SDK's requests carry
+the platform's list count is what reconciles. Which errors are refusals and
+which may have landed is decided in :mod:`craft_callbacks.retry`. The SDK's requests carry
 no timeout of their own; the platform sink gives its client one.
 """
 
@@ -12,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+from craft_callbacks.retry import is_permanent
 from craft_callbacks.spool import Spool
 from craft_callbacks.spooled import SpooledDestination
 
@@ -68,7 +68,7 @@ def platform_list_count(sdk: Any, execution_id: str, name: str) -> int:
 class PlatformDestination(SpooledDestination):
     """One execution on the Craft AI platform: spooled, chunked, retried and reconciled."""
 
-    def __init__(self, sdk: Any, execution_id: str, spool: Spool, request_timeout: float) -> None:
+    def __init__(self, sdk: Any, execution_id: str, spool: Spool | None, request_timeout: float) -> None:
         super().__init__(
             sdk, execution_id, f"the Craft AI platform (execution {execution_id})", spool, execution_id
         )
@@ -79,7 +79,6 @@ class PlatformDestination(SpooledDestination):
         try:
             return platform_list_count(self.sink, self.execution_id, name)
         except Exception as error:
-            status = getattr(error, "status_code", None)
-            if isinstance(status, int) and 400 <= status < 500 and status not in (401, 408, 429):
+            if is_permanent(error):
                 return None
             raise

@@ -153,7 +153,7 @@ class DigitalHubDestination(SpooledDestination):
 
     sink: DigitalHubSink
 
-    def __init__(self, sink: DigitalHubSink, spool: Spool) -> None:
+    def __init__(self, sink: DigitalHubSink, spool: Spool | None) -> None:
         super().__init__(sink, sink.execution_id, sink.description, spool, SPOOL_PREFIX + sink.key)
 
     def remote_count(self, name: str) -> int:
