@@ -7,6 +7,16 @@ no place for: each list value's step, each run's status and hyperparameters.
 Several processes may write one store at once: SQLite's WAL and a busy
 timeout serialise them, and nothing is lost.
 
+A store is checked when it is opened: SQLite's header, ``PRAGMA quick_check``
+(files up to 256 MiB), the schema version (``PRAGMA user_version``) and every
+table and column. A damaged, foreign, newer or altered file is refused with one
+:class:`~craft_callbacks.exceptions.LocalStoreError` when the user chose the
+path; the default store is never refused: the metrics go to a fresh store
+beside it (or in a temporary folder), with one warning naming it. A store
+deleted or replaced while a run records is re-created at its path with the
+run's values carried over, with one warning: SQLite keeps writing into an
+unlinked file without a word, and the values would vanish with the process.
+
 Each write keeps a list's new values and their steps as one chunk (two JSON
 arrays, which Python writes and reads back exactly, ints and floats alike).
 A flush is then a few statements however many values it carries: a
@@ -21,21 +31,30 @@ import os
 import secrets
 import sqlite3
 import sys
+import tempfile
 import threading
 import time
+import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import closing, contextmanager, suppress
+from dataclasses import dataclass
 from datetime import datetime, timezone
+from functools import cache, partial
 from pathlib import Path
 from typing import Any, Final
 
-from craft_callbacks.exceptions import LocalStoreError, RunNotFoundError
+from craft_callbacks.exceptions import DeliveryWarning, LocalStoreError, RunNotFoundError
 from craft_callbacks.values import Number, Rejected, to_number
 
 STORE_ENV: Final = "CRAFT_CALLBACKS_STORE"
 DEFAULT_STORE_PATH: Final = Path("craft_metrics") / "metrics.db"
 SCHEMA_VERSION: Final = 2
 _BUSY_TIMEOUT_S: Final = 60.0
+_SQLITE_HEADER: Final = b"SQLite format 3\x00"
+# quick_check reads every page (about 0.5 s per GiB from cache); past this size only the
+# header, the version and the schema are checked when a store opens.
+_QUICK_CHECK_MAX_BYTES: Final = 256 * 2**20
+_FALLBACKS_BESIDE: Final = 9  # metrics.1.db ... metrics.9.db beside an unusable default store
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS executions (
@@ -71,6 +90,8 @@ CREATE TABLE IF NOT EXISTS list_chunks (
 ) WITHOUT ROWID;
 """
 _TABLES: Final = {"executions", "metrics", "lists", "list_chunks"}
+# Schema 1 kept one row per list value; opening such a store moves them into chunks.
+_SCHEMA_1_VALUES: Final = ("list_values", frozenset({"list_id", "seq", "step", "value"}))
 
 ListBatch = tuple[str, Sequence[int | None], Sequence[Number]]
 
@@ -112,22 +133,53 @@ def jsonable(value: Any) -> Any:
     return str(value) if isinstance(number, Rejected) else number
 
 
+@dataclass
+class _Anchor:
+    """The connection that holds the store's file open in this process, and which file it is.
+
+    Only :meth:`LocalStore._open_and_check` and the recovery of a deleted store
+    use it, under the store's guard: it still reads the file after the path is
+    unlinked, so the run's values can be carried over to the re-created store.
+    """
+
+    pid: int
+    db: sqlite3.Connection
+    identity: tuple[int, int] | None
+
+
 class LocalStore:
     """A metrics store in one SQLite file; a sink that also answers the SDK's reads.
 
-    ``LocalStore()`` opens (or creates) the default store; errors in the path
-    (a directory, a file that is not a store, a read-only location) raise
-    :class:`~craft_callbacks.exceptions.LocalStoreError` here, at creation,
-    never later in the middle of training.
+    ``LocalStore(path)`` (or ``$CRAFT_CALLBACKS_STORE``) opens or creates the
+    store the user chose; a bad one (a directory, a read-only location, a file
+    that is damaged, not a store, from a newer version or whose tables were
+    changed) raises :class:`~craft_callbacks.exceptions.LocalStoreError` here,
+    at creation, never later in the middle of training.
+
+    ``LocalStore()`` with neither opens the default store,
+    ``./craft_metrics/metrics.db``, and never raises for a bad one (only when
+    no store can be made anywhere, not even in a temporary folder): one
+    :class:`~craft_callbacks.exceptions.DeliveryWarning` says why it cannot be
+    used and names the store used instead (``metrics.1.db`` beside it, or one
+    in a temporary folder); the bad file is left as it is. ``path`` is the
+    store in use.
     """
 
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
-        self.path = Path(path) if path is not None else default_store_path()
+        chosen = path if path is not None else os.environ.get(STORE_ENV) or None
+        self.path = Path(chosen) if chosen is not None else DEFAULT_STORE_PATH
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        self._guard = threading.RLock()
+        self._anchor: _Anchor | None = None
+        self._generation = 0
+        self._runs: set[str] = set()
         self._current: str | None = None
-        self._open_and_check()
+        if chosen is not None:
+            self._open_and_check()
+        else:
+            self._open_default()
 
     def __repr__(self) -> str:
         return f"LocalStore({str(self.path)!r})"
@@ -136,6 +188,8 @@ class LocalStore:
     def existing(cls, path: str | os.PathLike[str] | None = None) -> LocalStore:
         """Open a store that must already exist (for reading: never creates a file)."""
         where = Path(path) if path is not None else default_store_path()
+        if where.is_dir():
+            raise LocalStoreError(f"metrics store path {where} is a directory; give a file path")
         if not where.is_file():
             raise LocalStoreError(f"no metrics store at {where} (record a run first, or give --store PATH)")
         return cls(where)
@@ -150,80 +204,227 @@ class LocalStore:
         self._local = threading.local()
         self._connections = []
         self._lock = threading.Lock()
+        self._guard = threading.RLock()
+        self._anchor = None
+        self._generation = 0
+        self._runs = set()
 
-    # -- connection handling -------------------------------------------------
+    # -- opening and checking ------------------------------------------------
+
+    def _open_default(self) -> None:
+        """Open the default store or, when it cannot be used, a fresh one beside it or in a temp folder."""
+        try:
+            self._open_and_check()
+            return
+        except LocalStoreError as error:
+            problem = error
+        wanted = self.path
+        for candidate in _fallback_paths(wanted):
+            self.path = candidate
+            try:
+                self._open_and_check()
+            except LocalStoreError:
+                continue
+            warnings.warn(
+                f"craft_callbacks: {problem}. The default store is left as it is; the metrics go to "
+                f"{candidate} instead (see them with: craft-callbacks runs --store {candidate})",
+                DeliveryWarning,
+                stacklevel=3,
+            )
+            return
+        self.path = wanted
+        raise problem
 
     def _open_and_check(self) -> None:
-        where = str(self.path)
-        if self.path.is_dir():
+        """Open the file, check it is a sound store this version can read, create or upgrade its tables.
+
+        The connection that checked becomes the anchor: it keeps this very
+        file open, so :meth:`_follow_file` can tell when the path no longer
+        leads to it.
+        """
+        where = self.path
+        if where.is_dir():
             raise LocalStoreError(f"metrics store path {where} is a directory; give a file path")
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            where.parent.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise LocalStoreError(
                 f"cannot create the folder of the metrics store {where}: {error.strerror or error}"
             ) from error
+        _check_header(where)
+        db = self._new_connection()
         try:
-            with self._write() as db:
-                version = db.execute("PRAGMA user_version").fetchone()[0]
-                if version > SCHEMA_VERSION:
-                    raise LocalStoreError(
-                        f"metrics store {where} was written by a newer craft_callbacks "
-                        f"(schema {version}, this one reads {SCHEMA_VERSION}); upgrade the package"
-                    )
-                tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-                if tables and not tables >= _TABLES and version == 0:
-                    raise LocalStoreError(
-                        f"{where} is an SQLite database but not a craft_callbacks metrics store"
-                    )
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        db.execute(statement)
-                if "list_values" in tables:
-                    _chunk_list_values(db)
-                db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        except sqlite3.DatabaseError as error:
-            self.close()
+            _check_pages(db, where)
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                _check_and_create_schema(db, where)
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+            enable_wal(db)
+            db.execute("PRAGMA synchronous=NORMAL")
+            # A read in WAL mode opens the WAL and its index: from then on this connection
+            # reads the file even if its path (and those of the WAL files) is unlinked.
+            db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.Error as error:
+            db.close()
             raise LocalStoreError(f"cannot use {where} as a metrics store: {error}") from error
+        except BaseException:
+            db.close()
+            raise
+        with self._guard:
+            self._anchor = _Anchor(os.getpid(), db, _identity(where))
+        with self._lock:
+            self._connections.append(db)
 
-    def _connection(self) -> sqlite3.Connection:
-        cached = getattr(self._local, "connection", None)
-        if cached is not None and cached[0] == os.getpid():
-            connection: sqlite3.Connection = cached[1]
-            return connection
+    # -- connection handling -------------------------------------------------
+
+    def _new_connection(self) -> sqlite3.Connection:
         try:
-            db = sqlite3.connect(
+            return sqlite3.connect(
                 self.path, timeout=_BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
             )
         except sqlite3.Error as error:
             raise LocalStoreError(f"cannot open metrics store {self.path}: {error}") from error
+
+    def _connection(self) -> sqlite3.Connection:
+        """This thread's connection (a new one after a fork, or once the store was re-created)."""
+        key = (os.getpid(), self._generation)
+        cached = getattr(self._local, "connection", None)
+        if cached is not None and cached[0] == key:
+            connection: sqlite3.Connection = cached[1]
+            return connection
+        if cached is not None and cached[0][0] == key[0]:  # to a file that is gone: let it go
+            self._forget(cached[1])
+        db = self._new_connection()
         try:
             enable_wal(db)
             db.execute("PRAGMA synchronous=NORMAL")
         except sqlite3.Error as error:
             db.close()
             raise LocalStoreError(f"cannot use {self.path} as a metrics store: {error}") from error
-        self._local.connection = (os.getpid(), db)
+        self._local.connection = (key, db)
         with self._lock:
             self._connections.append(db)
         return db
 
+    def _forget(self, db: sqlite3.Connection) -> None:
+        with self._lock:
+            if db in self._connections:
+                self._connections.remove(db)
+        with suppress(sqlite3.Error):
+            db.close()
+
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction; SQLite's busy timeout waits out other writers."""
-        db = self._connection()
-        db.execute("BEGIN IMMEDIATE")
+        """One write transaction; SQLite's busy timeout waits out other writers.
+
+        Any SQLite failure (a full disk, an I/O error, a file damaged since it
+        was opened) is a :class:`LocalStoreError`: a local fault, which waiting
+        does not mend.
+        """
         try:
-            yield db
-        except BaseException:
+            self._follow_file()
+            db = self._connection()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
             if db.in_transaction:
-                db.execute("ROLLBACK")
+                db.execute("COMMIT")
+        except sqlite3.Error as error:
+            raise LocalStoreError(f"cannot write to the metrics store {self.path}: {error}") from error
+
+    @contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        """This thread's connection for reads; a damaged file is a ``LocalStoreError``, not a traceback."""
+        try:
+            yield self._connection()
+        except (sqlite3.DatabaseError, ValueError) as error:
+            raise LocalStoreError(f"cannot read the metrics store {self.path}: {error}") from error
+
+    def _follow_file(self) -> None:
+        """Before a write: make sure the path still leads to the file this store has open.
+
+        When it does not (the file or its folder was deleted, or another file
+        put in its place), the store is re-created at the path (or, if that
+        cannot be, in a temporary folder) and the runs written through this
+        object are copied there from the old file, which the anchor still has
+        open; one warning says where they are now.
+        """
+        with self._guard:
+            anchor = self._anchor
+            if anchor is None or anchor.pid != os.getpid():
+                self._open_and_check()  # after close(), a fork or unpickling
+                return
+            try:
+                found = os.stat(self.path)
+            except (FileNotFoundError, NotADirectoryError):
+                pass
+            except OSError:
+                return  # cannot tell (a folder made unreadable): the open file still takes writes
+            else:
+                if anchor.identity is None or (found.st_dev, found.st_ino) == anchor.identity:
+                    return
+            self._recover(anchor)
+
+    def _recover(self, old: _Anchor) -> None:
+        """Re-create the store and carry this object's runs over from the unlinked file ``old`` holds.
+
+        The runs are read before anything is made at the path: once a new file
+        (and its WAL) is there, SQLite no longer reads the old one.
+        """
+        where = self.path
+        old.db.execute("BEGIN")
+        try:
+            saved = [run for run in map(partial(_saved_run, old.db), sorted(self._runs)) if run]
+        finally:
+            if old.db.in_transaction:
+                old.db.execute("ROLLBACK")
+        try:
+            self._open_and_check()
+            how = f"it was re-created at {where}"
+        except LocalStoreError as error:
+            try:
+                self.path = Path(tempfile.mkdtemp(prefix="craft_metrics-")) / where.name
+                self._open_and_check()
+            except (OSError, LocalStoreError) as no_temp:
+                self.path = where
+                raise LocalStoreError(
+                    f"the metrics store {where} was deleted during the run and cannot be re-created "
+                    f"({error}), nor made in a temporary folder ({no_temp})"
+                ) from error
+            how = f"it cannot be re-created there ({error}), so a new store was made at {self.path}"
+        new = self._anchor
+        assert new is not None
+        new.db.execute("BEGIN IMMEDIATE")
+        try:
+            for run in saved:
+                run.insert_into(new.db)
+        except BaseException:
+            new.db.execute("ROLLBACK")
             raise
-        if db.in_transaction:
-            db.execute("COMMIT")
+        new.db.execute("COMMIT")
+        self._forget(old.db)
+        self._generation += 1
+        if saved:
+            warnings.warn(
+                f"craft_callbacks: the metrics store {where} was deleted or replaced while recording; "
+                f"{how}, with every value recorded so far of run "
+                f"{', '.join(run.row[0] for run in saved)}, and recording goes on there",
+                DeliveryWarning,
+                stacklevel=2,
+            )
 
     def close(self) -> None:
         """Close this process's connections to the file (the store stays usable: it reopens)."""
+        with self._guard:
+            self._anchor = None
         with self._lock:
             connections, self._connections = self._connections, []
         for db in connections:
@@ -256,6 +457,7 @@ class LocalStore:
                     json.dumps(jsonable(dict(hyperparameters or {}))),
                 ),
             )
+        self._runs.add(execution_id)
         self._current = execution_id
         return execution_id
 
@@ -269,6 +471,7 @@ class LocalStore:
 
     def set_hyperparameters(self, execution_id: str, params: Mapping[str, Any]) -> None:
         """Merge ``params`` into a run's hyperparameters."""
+        self._runs.add(execution_id)
         with self._write() as db:
             row = db.execute(
                 "SELECT hyperparameters FROM executions WHERE execution_id = ?", (execution_id,)
@@ -282,6 +485,7 @@ class LocalStore:
 
     def set_status(self, execution_id: str, status: str) -> None:
         """Record how a run ended (``success``, ``failed``, ``interrupted``...)."""
+        self._runs.add(execution_id)
         with self._write() as db:
             db.execute(
                 "UPDATE executions SET status = ?, ended_at = ? WHERE execution_id = ?",
@@ -290,22 +494,23 @@ class LocalStore:
 
     def executions(self) -> list[dict[str, Any]]:
         """Every run, in the order they were created, with its status and hyperparameters."""
-        rows = self._connection().execute(
-            "SELECT execution_id, pipeline_name, deployment_name, created_at, ended_at, status, "
-            "hyperparameters FROM executions ORDER BY rowid"
-        )
-        return [
-            {
-                "execution_id": row[0],
-                "pipeline_name": row[1],
-                "deployment_name": row[2],
-                "created_at": row[3],
-                "ended_at": row[4],
-                "status": row[5],
-                "hyperparameters": json.loads(row[6]),
-            }
-            for row in rows
-        ]
+        with self._reading() as db:
+            rows = db.execute(
+                "SELECT execution_id, pipeline_name, deployment_name, created_at, ended_at, status, "
+                "hyperparameters FROM executions ORDER BY rowid"
+            ).fetchall()
+            return [
+                {
+                    "execution_id": row[0],
+                    "pipeline_name": row[1],
+                    "deployment_name": row[2],
+                    "created_at": row[3],
+                    "ended_at": row[4],
+                    "status": row[5],
+                    "hyperparameters": json.loads(row[6]),
+                }
+                for row in rows
+            ]
 
     def find_run(self, reference: str) -> dict[str, Any]:
         """A run by its id, a unique prefix of its id, or ``latest``."""
@@ -338,6 +543,7 @@ class LocalStore:
     ) -> None:
         """Append list values (with their steps) and set scalars, in one transaction."""
         now = utc_now()
+        self._runs.add(execution_id)
         with self._write() as db:
             for name, steps, values in lists:
                 if not values:
@@ -394,12 +600,13 @@ class LocalStore:
         ``deployment_name``, ``pipeline_name``. Filters combine (AND).
         """
         where, params = _filters(name, pipeline_name, deployment_name, execution_id)
-        rows = self._connection().execute(
-            "SELECT m.name, m.value, m.created_at, m.execution_id, e.deployment_name, e.pipeline_name "
-            "FROM metrics m JOIN executions e USING (execution_id)"
-            f"{where} ORDER BY e.created_at, m.execution_id, m.name",
-            params,
-        )
+        with self._reading() as db:
+            rows = db.execute(
+                "SELECT m.name, m.value, m.created_at, m.execution_id, e.deployment_name, e.pipeline_name "
+                "FROM metrics m JOIN executions e USING (execution_id)"
+                f"{where} ORDER BY e.created_at, m.execution_id, m.name",
+                params,
+            ).fetchall()
         return [
             {
                 "name": row[0],
@@ -425,32 +632,32 @@ class LocalStore:
         ``execution_id``, ``deployment_name``, ``pipeline_name``. Filters combine (AND).
         """
         where, params = _filters(name, pipeline_name, deployment_name, execution_id, table="l")
-        db = self._connection()
-        heads = db.execute(
-            "SELECT l.name, l.created_at, l.execution_id, e.deployment_name, e.pipeline_name, l.list_id "
-            "FROM lists l JOIN executions e USING (execution_id)"
-            f"{where} ORDER BY e.created_at, l.execution_id, l.name",
-            params,
-        ).fetchall()
-        return [
-            {
-                "name": head[0],
-                "values": [value for _, value in _series(db, head[5])],
-                "created_at": head[1],
-                "execution_id": head[2],
-                "deployment_name": head[3],
-                "pipeline_name": head[4],
-            }
-            for head in heads
-        ]
+        with self._reading() as db:
+            heads = db.execute(
+                "SELECT l.name, l.created_at, l.execution_id, e.deployment_name, e.pipeline_name, l.list_id "
+                "FROM lists l JOIN executions e USING (execution_id)"
+                f"{where} ORDER BY e.created_at, l.execution_id, l.name",
+                params,
+            ).fetchall()
+            return [
+                {
+                    "name": head[0],
+                    "values": [value for _, value in _series(db, head[5])],
+                    "created_at": head[1],
+                    "execution_id": head[2],
+                    "deployment_name": head[3],
+                    "pipeline_name": head[4],
+                }
+                for head in heads
+            ]
 
     def list_series(self, execution_id: str, name: str) -> list[tuple[int | None, Number]]:
         """One list metric of one run as ``(step, value)`` pairs, in recording order."""
-        db = self._connection()
-        row = db.execute(
-            "SELECT list_id FROM lists WHERE execution_id = ? AND name = ?", (execution_id, name)
-        ).fetchone()
-        return _series(db, row[0]) if row else []
+        with self._reading() as db:
+            row = db.execute(
+                "SELECT list_id FROM lists WHERE execution_id = ? AND name = ?", (execution_id, name)
+            ).fetchone()
+            return _series(db, row[0]) if row else []
 
 
 def _series(db: sqlite3.Connection, list_id: int) -> list[tuple[int | None, Number]]:
@@ -461,6 +668,169 @@ def _series(db: sqlite3.Connection, list_id: int) -> list[tuple[int | None, Numb
     ):
         pairs.extend(zip(json.loads(steps), json.loads(values), strict=True))
     return pairs
+
+
+def _check_header(where: Path) -> None:
+    """A file that exists and is not empty must start with SQLite's header (else: not a store, or damaged)."""
+    try:
+        with open(where, "rb") as file:
+            head = file.read(len(_SQLITE_HEADER))
+    except FileNotFoundError:
+        return
+    except OSError as error:
+        raise LocalStoreError(f"cannot read the metrics store {where}: {error.strerror or error}") from error
+    if head and head != _SQLITE_HEADER:
+        raise LocalStoreError(
+            f"{where} is not a craft_callbacks metrics store: it does not start with SQLite's header "
+            "(another kind of file, or a damaged store)"
+        )
+
+
+def _check_pages(db: sqlite3.Connection, where: Path) -> None:
+    """``PRAGMA quick_check`` on a store small enough to read whole at open: damage found now, not mid-run."""
+    with suppress(OSError):
+        if where.stat().st_size > _QUICK_CHECK_MAX_BYTES:
+            return
+    try:
+        found = [" ".join(str(row[0]).split()) for row in db.execute("PRAGMA quick_check(3)")]
+    except sqlite3.OperationalError:
+        raise  # locked, or an I/O error: not a verdict on the file
+    except sqlite3.DatabaseError as error:
+        found = [str(error)]
+    if found != ["ok"]:
+        raise LocalStoreError(f"the metrics store {where} is damaged (SQLite's check: {'; '.join(found)})")
+
+
+def _check_and_create_schema(db: sqlite3.Connection, where: Path) -> None:
+    """Refuse a store this version cannot read safely; create a new store's tables, upgrade an old one's.
+
+    In the caller's write transaction, so that several processes creating one
+    store at once all succeed.
+    """
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise LocalStoreError(
+            f"metrics store {where} was written by a newer craft_callbacks "
+            f"(schema {version}, this one reads {SCHEMA_VERSION}); upgrade the package"
+        )
+    found = _columns(db)
+    if found and version == 0 and not set(found) >= _TABLES:
+        raise LocalStoreError(f"{where} is an SQLite database but not a craft_callbacks metrics store")
+    if found or version:
+        expected = dict(_expected_columns())
+        if version == 1:
+            del expected["list_chunks"]
+            table, columns = _SCHEMA_1_VALUES
+            expected[table] = columns
+        changes = [f"table {table} is missing" for table in sorted(expected) if table not in found]
+        changes += [
+            f"column {table}.{column} is missing"
+            for table in sorted(expected)
+            if table in found
+            for column in sorted(expected[table] - found[table])
+        ]
+        if changes:
+            raise LocalStoreError(
+                f"the metrics store {where} (schema {version}) had its tables changed "
+                f"({', '.join(changes)}); it cannot be read or written safely"
+            )
+    for statement in _SCHEMA.split(";"):
+        if statement.strip():
+            db.execute(statement)
+    if _SCHEMA_1_VALUES[0] in found:
+        _chunk_list_values(db)
+    db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+
+def _columns(db: sqlite3.Connection) -> dict[str, frozenset[str]]:
+    """Each table of a database and its column names."""
+    tables = [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+    return {
+        table: frozenset(row[1] for row in db.execute("SELECT * FROM pragma_table_info(?)", (table,)))
+        for table in tables
+    }
+
+
+@cache
+def _expected_columns() -> dict[str, frozenset[str]]:
+    """The tables and columns of the current schema, read from ``_SCHEMA`` itself."""
+    with closing(sqlite3.connect(":memory:")) as db:
+        db.executescript(_SCHEMA)
+        return _columns(db)
+
+
+def _identity(where: Path) -> tuple[int, int] | None:
+    """Which file a path leads to (device and inode), or None if it cannot be told."""
+    try:
+        found = os.stat(where)
+    except OSError:
+        return None
+    return found.st_dev, found.st_ino
+
+
+def _fallback_paths(wanted: Path) -> Iterator[Path]:
+    """Where the metrics go when the default store cannot be used: beside it, else a temporary folder."""
+    if wanted.parent.is_dir():
+        for number in range(1, _FALLBACKS_BESIDE + 1):
+            yield wanted.with_name(f"{wanted.stem}.{number}{wanted.suffix}")
+    with suppress(OSError):
+        yield Path(tempfile.mkdtemp(prefix="craft_metrics-")) / wanted.name
+
+
+@dataclass
+class _SavedRun:
+    """One run read out of a store: its row, scalars, and lists with their chunks."""
+
+    row: tuple[Any, ...]
+    scalars: list[tuple[Any, ...]]
+    lists: list[tuple[tuple[Any, ...], list[tuple[Any, ...]]]]
+
+    def insert_into(self, target: sqlite3.Connection) -> None:
+        """Add the run to ``target``, unless it already has a run of that id (it is kept as it is)."""
+        inserted = target.execute(
+            "INSERT INTO executions (execution_id, pipeline_name, deployment_name, created_at, ended_at, "
+            "status, hyperparameters) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (execution_id) DO NOTHING",
+            self.row,
+        ).rowcount
+        if not inserted:
+            return
+        target.executemany(
+            "INSERT INTO metrics (execution_id, name, value, created_at) VALUES (?, ?, ?, ?)", self.scalars
+        )
+        for head, chunks in self.lists:
+            list_id = target.execute(
+                "INSERT INTO lists (execution_id, name, created_at) VALUES (?, ?, ?)", head
+            ).lastrowid
+            target.executemany(
+                "INSERT INTO list_chunks (list_id, seq, count, steps, vals) VALUES (?, ?, ?, ?, ?)",
+                [(list_id, *chunk) for chunk in chunks],
+            )
+
+
+def _saved_run(source: sqlite3.Connection, execution_id: str) -> _SavedRun | None:
+    """Everything ``source`` holds of one run, or None if it has no such run."""
+    row = source.execute(
+        "SELECT execution_id, pipeline_name, deployment_name, created_at, ended_at, status, hyperparameters "
+        "FROM executions WHERE execution_id = ?",
+        (execution_id,),
+    ).fetchone()
+    if row is None:
+        return None
+    scalars = source.execute(
+        "SELECT execution_id, name, value, created_at FROM metrics WHERE execution_id = ?", (execution_id,)
+    ).fetchall()
+    lists = [
+        (
+            (execution_id, name, created_at),
+            source.execute(
+                "SELECT seq, count, steps, vals FROM list_chunks WHERE list_id = ? ORDER BY seq", (list_id,)
+            ).fetchall(),
+        )
+        for list_id, name, created_at in source.execute(
+            "SELECT list_id, name, created_at FROM lists WHERE execution_id = ?", (execution_id,)
+        ).fetchall()
+    ]
+    return _SavedRun(row, scalars, lists)
 
 
 def _chunk_list_values(db: sqlite3.Connection) -> None:
