@@ -1,14 +1,16 @@
 """The ``craft-callbacks`` command: list, show, compare, plot and export local runs; sync a spool.
 
 Errors a user can cause (no store, unknown run, ambiguous prefix, unknown
-metric, unwritable output) print one line and exit with status 2, without a
-traceback. ``RUN`` is a run id, a unique prefix of one, or ``latest``.
+metric, unwritable output) and every fault of the store (damaged, foreign,
+newer, altered, unreadable, a directory) print one line and exit with status
+2, without a traceback. ``RUN`` is a run id, a unique prefix of one, or ``latest``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sqlite3
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -204,6 +206,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except BrokenPipeError:  # craft-callbacks export ... | head
         return 0
+    except (sqlite3.Error, OSError) as error:  # a fault the store or spool code did not name
+        print(f"craft-callbacks {args.command}: {' '.join(str(error).split())}", file=sys.stderr)
+        return 2
     return code
 
 
