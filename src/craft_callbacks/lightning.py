@@ -37,10 +37,11 @@ from craft_callbacks.recorder import (
     DEFAULT_FLUSH_EVENTS,
     DEFAULT_FLUSH_INTERVAL_S,
     MetricRecorder,
+    resolve_sink,
 )
 from craft_callbacks.runs import Runs, disabled_by_environment
 from craft_callbacks.sinks.craft_ai import DEFAULT_REQUEST_TIMEOUT_S
-from craft_callbacks.sinks.local_store import default_store_path
+from craft_callbacks.sinks.local_store import LocalStore, default_store_path
 from craft_callbacks.thinning import DEFAULT_MAX_LIST_VALUES
 
 __all__ = ["CraftAiLogger"]
@@ -113,12 +114,20 @@ class CraftAiLogger(Logger):
         self._stage: str | None = None
         self._trainer: Any = None
         self._pending_hyperparameters: dict[str, Any] = {}
+        self._store_in_use: Path | None = None
         self._runs = self._make_runs()
 
     def _make_runs(self) -> Runs | None:
+        """The runs of this logger; the sink is chosen (and a bad store refused) here, at construction."""
         if disabled_by_environment():
             return None
-        return Runs(self._recorder, self._sink, **self._options)
+        if self._recorder is not None:
+            sink = self._recorder.sink
+        else:
+            sink = resolve_sink(self._sink, self._options["store_path"])
+        # The default store may be elsewhere than asked (beside a damaged one, in a temporary folder).
+        self._store_in_use = sink.path if isinstance(sink, LocalStore) else None
+        return Runs(self._recorder, sink, **self._options)
 
     # -- what Lightning asks of a logger ---------------------------------------------
 
@@ -129,6 +138,8 @@ class CraftAiLogger(Logger):
     @property
     def save_dir(self) -> str:
         """Where Lightning writes beside the metrics (checkpoints, the CLI's config): the store's folder."""
+        if self._store_in_use is not None:
+            return str(self._store_in_use.parent)
         store_path = self._options["store_path"]
         return str((Path(store_path) if store_path else default_store_path()).parent)
 
