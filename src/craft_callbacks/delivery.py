@@ -94,14 +94,14 @@ class Whereabouts:
 
     def words(self, destination: str, spool: str | None = None) -> str:
         """In words: ``3,000 list values and 2 scalars reached X, 10 list values and 0 scalars
-        are in the spool P, 0 lost``. A lost scalar counts as one value.
+        are in the spool P, 0 lost``. ``spool`` names the spool (None: the sink has none).
+        A lost scalar counts as one value.
         """
         reached = f"{self.delivered_values:,} list values and {self.delivered_scalars} scalars"
         parts = [f"{reached} reached {destination}"]
-        if spool is not None or self.spooled_values or self.spooled_scalars:
+        if spool is not None:
             parts.append(
-                f"{self.spooled_values:,} list values and {self.spooled_scalars} scalars are in the spool"
-                + (f" {spool}" if spool else "")
+                f"{self.spooled_values:,} list values and {self.spooled_scalars} scalars are in {spool}"
             )
         if self.lost:
             reasons = "; ".join(f"{why}: {count:,}" for why, count in sorted(self.lost.items()))
@@ -248,7 +248,11 @@ class Destination:
         return account
 
     def spool_path(self) -> str | None:
-        """The durable spool undelivered values wait in, or None where there is none."""
+        """The durable spool undelivered values wait in, or None where there is none (or it fails)."""
+        return None
+
+    def spool_phrase(self) -> str | None:
+        """The spool in words, for messages (``the spool P``); None where the sink has none."""
         return None
 
     def release(self) -> None:

@@ -314,7 +314,7 @@ class MetricRecorder:
         else:
             why = f"not accepted by {self._destination.description} within {self.close_timeout:g} s"
         account = self._destination.whereabouts(why)
-        return account.words(self._destination.description, self._destination.spool_path())
+        return account.words(self._destination.description, self._destination.spool_phrase())
 
     def summary(self) -> str:
         """One line: what was recorded, where, and what was dropped and why."""
@@ -730,11 +730,13 @@ def _destination_for(sink: Any, run: _RunSettings) -> Destination:
                 stacklevel=4,
             )
             return _destination_for(LocalStore(run.store_path), run)
-        destination: Destination = PlatformDestination(
-            sink, platform_run, _spool_or_none(run.store_path), run.request_timeout
-        )
+        platform = PlatformDestination(sink, platform_run, None, run.request_timeout)
+        _open_spool(platform, run.store_path)
+        destination: Destination = platform
     elif isinstance(sink, DigitalHubSink):
-        destination = DigitalHubDestination(sink, _spool_or_none(run.store_path))
+        digitalhub = DigitalHubDestination(sink, None)
+        _open_spool(digitalhub, run.store_path)
+        destination = digitalhub
     else:
         destination = Destination(
             sink,
@@ -746,23 +748,22 @@ def _destination_for(sink: Any, run: _RunSettings) -> Destination:
     return destination
 
 
-def _spool_or_none(store_path: str | os.PathLike[str] | None) -> Spool | None:
-    """The durable spool beside the store; None (one warning) when it cannot be used.
+def _open_spool(destination: SpooledDestination, store_path: str | os.PathLike[str] | None) -> None:
+    """Give a remote destination the durable spool beside the store; one warning when it cannot.
 
     Delivery to a reachable remote goes on without it: an unusable spool
     costs durability, never the metrics.
     """
-    path = default_spool_path(store_path)
     try:
-        return Spool(path)
+        destination.spool = Spool(default_spool_path(store_path))
     except LocalStoreError as error:
+        destination.spool_error = str(error)
         warnings.warn(
-            f"craft_callbacks: {error}; metrics are sent without a durable copy: values not yet "
-            "accepted by the remote are lost if this process dies or the remote stays down past close",
+            f"craft_callbacks: {error}; metrics go to {destination.description} without a durable copy: "
+            "values it has not accepted are lost if this process dies or it stays down past close",
             DeliveryWarning,
             stacklevel=5,
         )
-        return None
 
 
 def _register(recorder: MetricRecorder) -> None:

@@ -107,7 +107,7 @@ class SpooledDestination(Destination):
         self._uncertain: set[str] = set()
         self._unspooled_scalars: dict[str, Number] = {}
         self._spooled_scalars: dict[str, Number] = {}
-        self._spool_error: str | None = None
+        self.spool_error: str | None = None
         self._warned: set[str] = set()
 
     def remote_count(self, name: str) -> int | None:
@@ -213,7 +213,7 @@ class SpooledDestination(Destination):
     def _after_list_accepted(self, name: str, count: int) -> None:
         stream = self._streams[name]
         stream.accepted += count
-        if self.spool is None or self._spool_error is not None:
+        if self.spool is None or self.spool_error is not None:
             return  # the next successful spool write records it
         try:
             self.spool.mark_accepted(stream.key, name, stream.accepted)
@@ -322,19 +322,19 @@ class SpooledDestination(Destination):
                 del self._unspooled_scalars[name]
 
     def _spool_failed(self, error: BaseException) -> None:
-        first = self._spool_error is None
-        self._spool_error = f"{type(error).__name__}: {error}"
+        first = self.spool_error is None
+        self.spool_error = f"{type(error).__name__}: {error}"
         if first:
             self._warn_once(
                 "spool",
-                f"the spool {self._spool_label()} cannot be written ({self._spool_error}); metrics keep "
+                f"the spool {self._spool_label()} cannot be written ({self.spool_error}); metrics keep "
                 f"going to {self.description} without a durable copy: values not yet accepted there are "
                 "lost if this process dies. The spool is tried again every round",
             )
 
     def _spool_recovered(self) -> None:
-        if self._spool_error is not None:
-            self._spool_error = None
+        if self.spool_error is not None:
+            self.spool_error = None
             logger.info("craft_callbacks: the spool %s can be written again", self._spool_label())
 
     def _spool_label(self) -> str:
@@ -364,7 +364,7 @@ class SpooledDestination(Destination):
                 unkept += 1
         if unkept:
             why = f"{why_undelivered}, and " + (
-                f"the spool could not be written ({self._spool_error})"
+                f"the spool could not be written ({self.spool_error})"
                 if self.spool is not None
                 else "there is no spool"
             )
@@ -372,9 +372,16 @@ class SpooledDestination(Destination):
         return account
 
     def spool_path(self) -> str | None:
-        if self.spool is None or self._spool_error is not None:
+        if self.spool is None or self.spool_error is not None:
             return None
         return str(self.spool.path)
+
+    def spool_phrase(self) -> str:
+        if self.spool is None:
+            return f"a spool (there is none: {self.spool_error})"
+        if self.spool_error is not None:
+            return f"the spool {self.spool.path} (it cannot be written: {self.spool_error})"
+        return f"the spool {self.spool.path}"
 
     def release(self) -> None:
         if self.spool is None:
