@@ -20,8 +20,11 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import signal
 import sqlite3
 import subprocess
+import sys
+import threading
 import time
 import warnings
 from collections import Counter
@@ -348,3 +351,147 @@ def set_platform_environment(platform: PlatformEmulator) -> Iterator[None]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+# -- process kills ---------------------------------------------------------------------
+
+KILL_FLUSH_INTERVAL = 0.25
+
+_TRAINING = """
+import sys, time
+from craft_callbacks import MetricRecorder
+recorder = MetricRecorder(flush_interval=float(sys.argv[1]))
+step = 0
+while True:
+    recorder.log_step({"loss": float(step), "acc": step / 7}, step=step)
+    step += 1
+    time.sleep(0.001)
+    if step % 20 == 0:
+        print(step, flush=True)
+"""
+
+
+@dataclass
+class KillOutcome:
+    """A process killed part-way: what it had logged, what reached the platform, what sync did."""
+
+    name: str
+    logged: int  # values per list the process had logged when killed
+    required: int  # values per list logged up to 3 x flush_interval before the kill
+    stored: dict[str, list[float]]
+    sync: SyncReport | None
+    seconds: float
+
+    @property
+    def prefix(self) -> bool:
+        """The platform holds, per list, the first values logged, each once, in order."""
+        expected = logged_values(max(len(values) for values in self.stored.values()) if self.stored else 0)
+        return bool(self.stored) and all(
+            values == expected[name][: len(values)] for name, values in self.stored.items()
+        )
+
+    @property
+    def delivered(self) -> int:
+        return min((len(values) for values in self.stored.values()), default=0)
+
+    @property
+    def duplicated(self) -> int:
+        return sum(len(values) - len(set(values)) for values in self.stored.values())
+
+
+def kill_training_during_outage(platform: PlatformEmulator, outage_s: float = 4.0) -> KillOutcome:
+    """Training in a child process, the platform down, then SIGKILL; sync delivers the spool.
+
+    The platform must end with a prefix of the values that misses at most the
+    last ``3 x flush_interval`` of training (the spool is written every
+    ``flush_interval`` whatever the retry backoff).
+    """
+    started = time.monotonic()
+    child = subprocess.Popen(
+        [sys.executable, "-c", _TRAINING, str(KILL_FLUSH_INTERVAL)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, **platform_environment(platform)},
+    )
+    progress: list[tuple[float, int]] = []  # (when read, steps logged)
+
+    def read() -> None:
+        assert child.stdout is not None
+        for line in child.stdout:
+            progress.append((time.monotonic(), int(line)))
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        while not progress or progress[-1][1] < 500:
+            if child.poll() is not None or time.monotonic() - started > 60:
+                raise RuntimeError("the training process did not start")
+            time.sleep(0.01)
+        platform.outage(3600)
+        time.sleep(outage_s)
+    finally:
+        child.send_signal(signal.SIGKILL)
+        killed_at = time.monotonic()
+        child.wait(30)
+        reader.join(5)
+    cutoff = killed_at - 3 * KILL_FLUSH_INTERVAL
+    required = max((steps for when, steps in progress if when <= cutoff), default=0)
+    platform.reset()
+    sync = sync_spool(SPOOL)
+    return KillOutcome(
+        "SIGKILL of the training during an outage",
+        progress[-1][1],
+        required,
+        _stored(platform),
+        sync,
+        time.monotonic() - started,
+    )
+
+
+_SYNC = "import sys; from craft_callbacks.cli import main; raise SystemExit(main(sys.argv[1:]))"
+
+
+def kill_sync(platform: PlatformEmulator, lists: int = 6, values: int = 20_000) -> KillOutcome:
+    """A spool of ``lists`` x ``values`` values (under half the cap: none thinned); ``craft-callbacks
+    sync`` killed mid-way, then run again."""
+    started = time.monotonic()
+    logged = {f"m{index}": [float(step) for step in range(values)] for index in range(lists)}
+    platform.outage(3600)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        recorder = MetricRecorder(flush_interval=0.05, close_timeout=0.5)
+        for step in range(values):
+            recorder.log_step({name: series[step] for name, series in logged.items()}, step=step)
+        recorder.close()
+    platform.reset()
+    platform.latency_s = 0.25
+    child = subprocess.Popen(
+        [sys.executable, "-c", _SYNC, "sync", "--spool", str(SPOOL)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, **platform_environment(platform)},
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while platform.requests_per_route["list_post"] < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.1)  # a request in flight: the platform stores it, the answer never arrives
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(30)
+    # The request in flight when the process died is still stored by the platform: let it land
+    # before the next sync reads the counts (no client can see a request that lands later still).
+    time.sleep(platform.latency_s + 0.5)
+    platform.latency_s = 0.0
+    sync = sync_spool(SPOOL)
+    stored = {name: found for (run, name), found in platform.store.lists.items() if run == EXECUTION}
+    exact = all(stored.get(name) == series for name, series in logged.items())
+    return KillOutcome(
+        "SIGKILL of craft-callbacks sync",
+        values,
+        values if exact else -1,
+        stored,
+        sync,
+        time.monotonic() - started,
+    )

@@ -13,7 +13,7 @@ from __future__ import annotations
 import pytest
 
 from craft_callbacks.sync import sync_spool
-from fault_matrix import FAULTS, SPOOL, Fault, run_fault, said
+from fault_matrix import FAULTS, SPOOL, Fault, kill_sync, kill_training_during_outage, run_fault, said
 from platform_emulator import PlatformEmulator
 
 
@@ -74,3 +74,24 @@ def test_an_outage_longer_than_close_puts_the_rest_in_the_spool_and_says_so(
     retrying = [m for m in outcome.warnings if "retrying" in m]
     assert len(retrying) == 1 and f"kept in the spool {SPOOL}" in retrying[0]
     assert outcome.exact
+
+
+def test_sigkill_during_an_outage_loses_at_most_three_flush_intervals_and_sync_delivers_once(
+    platform: PlatformEmulator,
+) -> None:
+    outcome = kill_training_during_outage(platform, outage_s=10.0)
+    assert outcome.sync is not None and outcome.sync.complete, outcome.sync and outcome.sync.lines()
+    assert sum(outcome.sync.values.values()) > 0  # the outage left values that only the spool held
+    assert outcome.prefix and outcome.duplicated == 0
+    assert outcome.required > 500  # the kill came well after the outage began
+    assert outcome.delivered >= outcome.required, (outcome.delivered, outcome.required, outcome.logged)
+    assert sync_spool(SPOOL).lines() == ["nothing to deliver"]
+
+
+def test_sigkill_of_sync_then_sync_again_delivers_each_value_once(platform: PlatformEmulator) -> None:
+    outcome = kill_sync(platform)
+    assert platform.requests_per_route["list_post"] >= 3  # the first sync was killed part-way
+    assert outcome.required == outcome.logged, "the platform's lists differ from the values logged"
+    assert outcome.duplicated == 0
+    assert outcome.sync is not None and outcome.sync.complete
+    assert sync_spool(SPOOL).lines() == ["nothing to deliver"]
