@@ -43,7 +43,7 @@ from craft_callbacks.sinks.digitalhub import DigitalHubDestination, DigitalHubSi
 from craft_callbacks.sinks.local_store import LocalStore, new_execution_id
 from craft_callbacks.spool import Spool, default_spool_path
 from craft_callbacks.spooled import SpooledDestination
-from craft_callbacks.thinning import DEFAULT_MAX_LIST_VALUES, ListThinner
+from craft_callbacks.thinning import DEFAULT_MAX_LIST_VALUES, ListThinner, SharedCaps
 from craft_callbacks.values import NON_FINITE, Number, Rejected, describe_type, to_number
 
 DEFAULT_FLUSH_INTERVAL_S: Final = 2.0
@@ -57,6 +57,7 @@ BACKLOG_WAKES: Final = 4
 BACKLOG_WAIT_S: Final = 0.2
 
 _live: weakref.WeakSet[MetricRecorder] = weakref.WeakSet()
+_shared_caps = SharedCaps()  # the recorders of this process that fill one execution's list at once
 _hooks_installed = False
 
 
@@ -298,6 +299,7 @@ class MetricRecorder:
                 )
             if not self._worker.alive:  # else its values stay this process's until it exits
                 self._destination.release()
+            self._leave_shared_caps()
             self._destination.set_status(status)
             self._log.info("%s", self.summary())
         except Exception as error:
@@ -579,21 +581,23 @@ class MetricRecorder:
         """Before a list's first values are thinned: its cap is what the execution has left (worker).
 
         The cap is per list per execution: a second run in one execution fits
-        into what the first left. Asked again next round while the remote does not answer.
+        into what the first left, and runs recording at once share it. Asked
+        again next round while the remote does not answer.
         """
         held = self._destination.held(series.name)
         if held is None:
             return
         series.held = held
-        if not held:
+        _shared_caps.join((self.execution_id, series.name), series.thinner, held, self.max_list_values)
+        left = series.thinner.cap
+        if left == self.max_list_values:
             return
-        left = series.thinner.cap = max(0, self.max_list_values - held)
         self._log.info(
-            "craft_callbacks: list metric %r already holds %s values in execution %s; this run has %s "
-            "of its cap of %s left",
+            "craft_callbacks: list metric %r of execution %s already holds %s values or is recorded by "
+            "another run at once; this run has %s of its cap of %s",
             series.name,
-            f"{held:,}",
             self.execution_id,
+            f"{held:,}",
             f"{left:,}",
             f"{self.max_list_values:,}",
         )
@@ -605,6 +609,11 @@ class MetricRecorder:
                 f"{self.execution_id} (an earlier run), the cap of {self.max_list_values:,}: this run's "
                 "values of it are dropped",
             )
+
+    def _leave_shared_caps(self) -> None:
+        for series in self._series.values():
+            if series.held is not None:
+                _shared_caps.leave((self.execution_id, series.name), series.thinner, self.max_list_values)
 
     def _defer(self, category: type[CraftCallbacksWarning], key: str, message: str) -> None:
         """A warning found on the worker thread, emitted on the caller's next call (at its line)."""
@@ -618,9 +627,11 @@ class MetricRecorder:
 
     def _warn_thinning(self, series: _Series, expected: int | None) -> None:
         cap = f"the cap of {self.max_list_values:,} values per list"
-        if series.held:
-            left = series.thinner.cap
-            cap = f"the {left:,} values left of {cap} (the execution already holds {series.held:,})"
+        if series.thinner.cap < self.max_list_values:
+            cap = (
+                f"its share of {cap}, {series.thinner.cap:,} values (execution {self.execution_id} "
+                f"held {series.held:,} before this run, or other runs record it at once)"
+            )
         if expected and self._events <= expected:
             why = (
                 f"is on course to pass {cap}; it is thinned evenly over the {expected:,} expected "

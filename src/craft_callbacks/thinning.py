@@ -17,6 +17,7 @@ chunk on the background worker, which of a list's new values are kept:
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -155,3 +156,62 @@ class ListThinner:
         self._stride *= 2
         self._skip = self._stride - 1
         self._phase_room = max(1, (self.cap - 1 - self.kept - kept_now) // 3)
+
+
+@dataclass
+class _Sharers:
+    """The lists of one name filling one execution's list at the same time."""
+
+    base: int  # values the execution's list held before (or that sharers who left kept)
+    thinners: list[ListThinner] = field(default_factory=list)
+
+
+class SharedCaps:
+    """Split one execution's per-list cap among the recorders filling that list at once.
+
+    The cap is per list per *execution*: a run alone gets what earlier runs
+    left (``cap - held``); runs that record the same list at the same time
+    (several recorders in one process) share what is left evenly, and what a
+    run that ends did not use goes to the others. Thread-safe: each recorder's
+    worker calls it.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._sharers: dict[tuple[str, str], _Sharers] = {}
+
+    def join(self, key: tuple[str, str], thinner: ListThinner, held: int, cap: int) -> None:
+        """``thinner`` starts filling the list ``key`` (execution, name), which held ``held`` values."""
+        with self._lock:
+            sharers = self._sharers.setdefault(key, _Sharers(held))
+            sharers.thinners.append(thinner)
+            _share(sharers, cap)
+
+    def leave(self, key: tuple[str, str], thinner: ListThinner, cap: int) -> None:
+        """``thinner``'s run ended: its values stay in the list, its unused room goes to the others."""
+        with self._lock:
+            sharers = self._sharers.get(key)
+            if sharers is None or thinner not in sharers.thinners:
+                return
+            sharers.thinners.remove(thinner)
+            sharers.base += thinner.kept
+            if sharers.thinners:
+                _share(sharers, cap)
+            else:
+                del self._sharers[key]
+
+
+def _share(sharers: _Sharers, cap: int) -> None:
+    """Even shares of the room; a sharer that already kept more than its share keeps what it has."""
+    room = max(0, cap - sharers.base)
+    pending = sorted(sharers.thinners, key=lambda thinner: thinner.kept, reverse=True)
+    while pending:
+        fair = room // len(pending)
+        thinner = pending[0]
+        if thinner.kept <= fair:
+            break
+        thinner.cap = thinner.kept  # values already sent cannot be taken back
+        room -= thinner.kept
+        pending.pop(0)
+    for index, thinner in enumerate(pending):
+        thinner.cap = room // len(pending) + (1 if index < room % len(pending) else 0)
