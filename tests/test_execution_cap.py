@@ -9,6 +9,7 @@ run's values are spread evenly over its steps, and each run's last value is kept
 from __future__ import annotations
 
 import warnings
+from itertools import pairwise
 
 import pytest
 
@@ -27,7 +28,7 @@ def _value(run: int, step: int) -> float:
 
 def _log(recorders: list[MetricRecorder], runs: list[int]) -> None:
     for step in range(STEPS):
-        for recorder, run in zip(recorders, runs):
+        for recorder, run in zip(recorders, runs, strict=True):
             recorder.log_step({"loss": _value(run, step), "lr": _value(run, step) + 0.5}, step=step)
 
 
@@ -48,7 +49,7 @@ def _check(platform: PlatformEmulator, runs: int) -> list[int]:
             assert steps == sorted(set(steps)), "a run's values are out of order or repeated"
             assert steps[-1] == STEPS - 1, "a run's last value was not kept"
             spacing = STEPS / len(steps)
-            gaps = [later - earlier for earlier, later in zip([-1, *steps], steps)]
+            gaps = [later - earlier for earlier, later in pairwise([-1, *steps])]
             assert max(gaps) <= 2 * spacing + 1, (run, max(gaps), spacing)  # spread evenly
             kept.append(len(steps))
     return kept
