@@ -323,6 +323,24 @@ def test_keys_equal_in_python_but_named_differently_stay_apart(first: Any, secon
 
 
 @pytest.mark.parametrize(
+    "new_key",
+    [
+        pytest.param(lambda: float("nan"), id="float-nan"),
+        pytest.param(lambda: np.float64("nan"), id="numpy-nan"),
+    ],
+)
+def test_a_key_unequal_to_itself_is_cached_once_not_once_per_call(new_key: Callable[[], Any]) -> None:
+    # NaN != NaN: a dict finds no entry for a new NaN object, so a cache keyed by the key itself
+    # would grow by one entry per call.
+    with recording() as (recorder, run):
+        for _ in range(2_000):
+            recorder.log_step({new_key(): 0.5})
+        assert len(recorder._appenders_of_other_keys) == 1
+    assert run.sink.lists == {"nan": [0.5] * 2_000}
+    assert run.count(MetricNameWarning) == 1
+
+
+@pytest.mark.parametrize(
     "key",
     [pytest.param(10**5000, id="int-key-beyond-str-limit"), pytest.param(UnprintableKey(), id="unprintable")],
 )

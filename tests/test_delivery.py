@@ -234,3 +234,40 @@ def test_a_hanging_sink_costs_one_short_wait_not_one_per_wake() -> None:
     release.set()
     recorder.close()
     assert sink.lists["loss"] == [float(step) for step in range(3_000)]
+
+
+FORKED_CHILD_LOGS = textwrap.dedent(
+    """
+    import os, sys, warnings
+    from craft_callbacks import LocalStore, MetricRecorder
+    recorder = MetricRecorder(LocalStore(sys.argv[1]), flush_interval=3600)
+    recorder.log_step({"loss": 0.0}, step=0)
+    pid = os.fork()
+    if pid == 0:  # a DataLoader worker that logs
+        for step in range(1, 50):
+            recorder.log_step({"loss": float(step)}, step=step)
+        recorder.log_final({"child_accuracy": 1.0})
+        sys.stderr.flush()
+        os._exit(0)
+    os.waitpid(pid, 0)
+    recorder.log_step({"loss": 99.0}, step=99)
+    recorder.close()
+    """
+)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="fork is POSIX only")
+def test_a_forked_child_that_logs_is_told_once_that_its_values_are_not_recorded(tmp_path: Path) -> None:
+    path = tmp_path / "m.db"
+    done = subprocess.run(
+        [sys.executable, "-c", FORKED_CHILD_LOGS, str(path)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    told = [line for line in done.stderr.splitlines() if "forked from the one that created" in line]
+    assert len(told) == 1, done.stderr  # once, not once per value
+    assert "NOT recorded" in told[0] and "Create a MetricRecorder in this process" in told[0]
+    store = LocalStore(path)
+    (run,) = store.executions()
+    assert store.get_list_metrics(execution_id=run["execution_id"])[0]["values"] == [0.0, 99.0]
+    scalars = {row["name"] for row in store.get_metrics(execution_id=run["execution_id"])}
+    assert "child_accuracy" not in scalars

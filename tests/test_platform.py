@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import os
 import signal
@@ -10,12 +11,14 @@ import subprocess
 import sys
 import textwrap
 import time
+import types
 import warnings
 from collections import Counter
 from pathlib import Path
 
 import pytest
 from craft_ai_sdk import CraftAiSdk
+from craft_ai_sdk.shared import execution_context
 
 from craft_callbacks import DeliveryWarning, LocalStore, MetricLimitWarning, MetricRecorder
 from craft_callbacks.cli import main as cli_main
@@ -325,3 +328,53 @@ def test_a_spool_of_the_one_row_per_value_format_is_still_delivered(platform: Pl
 
     assert platform.store.lists[("exec-old", "loss")] == [0.1, 0.2, 0.3, 0.4, 5]
     assert Spool(SPOOL).pending_lists() == []
+
+
+def test_sync_inside_another_execution_delivers_to_the_recorded_one(
+    platform: PlatformEmulator, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spool = Spool(SPOOL)
+    spool.add("exec-recorded", {"loss": (0, [0.5, 0.25])}, {"best": 0.25})
+    spool.release("exec-recorded")
+    spool.close()
+    # This sync runs in a platform step of another execution: the platform injects its context
+    # module, whose ContextVar the SDK prefers over CRAFT_AI_EXECUTION_ID.
+    context = types.ModuleType("__craft_internal_execution_context")
+    variable: contextvars.ContextVar[str] = contextvars.ContextVar("current_execution_id")
+    variable.set("exec-current")
+    context.current_execution_id = variable  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "__craft_internal_execution_context", context)
+    monkeypatch.setattr(execution_context, "_execution_context", None)  # as in a fresh step process
+    monkeypatch.setenv("CRAFT_AI_EXECUTION_ID", "exec-current")
+    assert execution_context.get_execution_id() == "exec-current"
+
+    assert cli_main(["sync", "--spool", str(SPOOL)]) == 0
+
+    assert "exec-recorded" in capsys.readouterr().out
+    assert platform.store.lists == {("exec-recorded", "loss"): [0.5, 0.25]}
+    assert platform.store.scalars == {("exec-recorded", "best"): 0.25}
+    assert execution_context.get_execution_id() == "exec-current"  # the step's context is restored
+
+
+def test_values_the_sdk_did_not_send_are_not_counted_as_delivered(
+    platform: PlatformEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    recorder = MetricRecorder(flush_interval=0.05, close_timeout=1.0)
+    recorder.log_step({"loss": 0.0}, step=0)
+    assert recorder.flush(timeout=10)
+    # Something clears the execution id: the SDK's record_* now send nothing and return False.
+    monkeypatch.delenv("CRAFT_AI_EXECUTION_ID")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for step in range(1, 10):
+            recorder.log_step({"loss": float(step)}, step=step)
+        recorder.close()
+    assert platform.store.lists[(EXECUTION, "loss")] == [0.0]
+    where = [str(w.message) for w in caught if "could not be delivered" in str(w.message)]
+    assert len(where) == 1, [str(w.message) for w in caught]
+    assert "1 list values and 0 scalars reached" in where[0]
+    assert f"9 list values and 1 scalars are in the spool {SPOOL}" in where[0]
+    monkeypatch.setenv("CRAFT_AI_EXECUTION_ID", EXECUTION)
+    assert cli_main(["sync", "--spool", str(SPOOL)]) == 0
+    assert platform.store.lists[(EXECUTION, "loss")] == [float(step) for step in range(10)]
+    assert platform.store.scalars[(EXECUTION, "loss")] == 9.0
