@@ -437,6 +437,19 @@ def test_a_store_deleted_mid_run_is_recreated_with_every_value_of_the_run() -> N
     assert "nothing dropped" in recorder.summary()
 
 
+def test_a_store_deleted_twice_keeps_every_value_and_says_so_each_time() -> None:
+    with recording_warnings() as caught:
+        recorder = MetricRecorder()
+        for loss in (3.0, 2.0, 1.0):
+            recorder.log_step({"loss": loss})
+            assert recorder.flush(timeout=30)
+            if loss > 1.0:
+                shutil.rmtree("craft_metrics")
+        recorder.close()
+    assert len(ours(caught)) == 2
+    assert lists_in(DEFAULT, "loss") == [[3.0, 2.0, 1.0]]
+
+
 def test_a_store_deleted_before_the_first_delivery_keeps_the_run() -> None:
     with recording_warnings() as caught:
         recorder = MetricRecorder(pipeline_name="early")

@@ -404,19 +404,18 @@ class LocalStore:
         assert new is not None
         new.db.execute("BEGIN IMMEDIATE")
         try:
-            for run in saved:
-                run.insert_into(new.db)
+            copied = [run.row[0] for run in saved if run.insert_into(new.db)]
         except BaseException:
             new.db.execute("ROLLBACK")
             raise
         new.db.execute("COMMIT")
         self._forget(old.db)
         self._generation += 1
-        if saved:
+        if copied:  # none: the file at the path already holds these runs (nothing to tell)
             warnings.warn(
                 f"craft_callbacks: the metrics store {where} was deleted or replaced while recording; "
-                f"{how}, with every value recorded so far of run "
-                f"{', '.join(run.row[0] for run in saved)}, and recording goes on there",
+                f"{how}, with every value recorded so far of run {', '.join(copied)}, and recording "
+                "goes on there",
                 DeliveryWarning,
                 stacklevel=2,
             )
@@ -785,15 +784,15 @@ class _SavedRun:
     scalars: list[tuple[Any, ...]]
     lists: list[tuple[tuple[Any, ...], list[tuple[Any, ...]]]]
 
-    def insert_into(self, target: sqlite3.Connection) -> None:
-        """Add the run to ``target``, unless it already has a run of that id (it is kept as it is)."""
+    def insert_into(self, target: sqlite3.Connection) -> bool:
+        """Add the run to ``target``; False if it already has a run of that id (kept as it is)."""
         inserted = target.execute(
             "INSERT INTO executions (execution_id, pipeline_name, deployment_name, created_at, ended_at, "
             "status, hyperparameters) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (execution_id) DO NOTHING",
             self.row,
         ).rowcount
         if not inserted:
-            return
+            return False
         target.executemany(
             "INSERT INTO metrics (execution_id, name, value, created_at) VALUES (?, ?, ?, ?)", self.scalars
         )
@@ -805,6 +804,7 @@ class _SavedRun:
                 "INSERT INTO list_chunks (list_id, seq, count, steps, vals) VALUES (?, ?, ?, ?, ?)",
                 [(list_id, *chunk) for chunk in chunks],
             )
+        return True
 
 
 def _saved_run(source: sqlite3.Connection, execution_id: str) -> _SavedRun | None:
