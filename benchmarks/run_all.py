@@ -15,18 +15,28 @@ goal of the issue with PASS or MISS and the measured figure.
 
 ``--quick`` writes its report beside the JSON files in a temporary folder (it
 prints the path), never over ``BENCHMARKS.md``, unless ``--output`` says where.
-``--only NAME ...`` runs some of the benchmarks (names below). Peers are
+``--only NAME ...`` runs some of the benchmarks (names below). ``--reliability``
+runs ``bench_reliability.py`` and ``bench_recorder.py`` only and replaces the
+section "(e) Reliability" of ``BENCHMARKS.md`` (or ``--output``) with theirs,
+keeping the rest of the file as it was generated (a minute instead of the
+whole run):
+
+    .venv/bin/python benchmarks/run_all.py --reliability
+
+Peers are
 installed by the ``bench`` extra: ``pip install -c constraints.txt -e '.[bench]'``.
 """
 
 from __future__ import annotations
 
+import argparse
 import collections
 import contextlib
 import datetime
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -90,6 +100,7 @@ def benches() -> list[Bench]:
         ),
         Bench("traffic", "bench_traffic.py", [], ["--steps", "1000", "--naive-steps", "50"]),
         Bench("memory", "bench_memory.py", [], ["--steps", "100000"]),
+        Bench("reliability", "bench_reliability.py", [], []),  # the whole matrix: about 40 s
     ]
 
 
@@ -654,6 +665,211 @@ def memory_trend(run: dict[str, Any]) -> str:
     return text + ": they did not grow with the steps, so they do not account for the growth."
 
 
+def yes_no(value: Any) -> str:
+    return "-" if value is None else "yes" if value else "**no**"
+
+
+def render_reliability(result: dict[str, Any]) -> tuple[list[str], list[Goal]]:
+    rows = []
+    for row in result["faults"]:
+        if "error" in row:
+            rows.append([row["name"], f"**did not run**: {row['error']}", *[""] * 9, "MISS"])
+            continue
+        caller = row.get("caller")
+        spooled = "-" if row["spooled_at_close"] is None else f"{row['spooled_at_close']:,}"
+        synced = "-" if row["synced"] is None else f"{row['synced']:,}"
+        rows.append(
+            [
+                row["name"],
+                yes_no(row["fault_seen"]),
+                ("≥ " if row.get("logged_at_least") else "") + f"{row['values_logged']:,}",
+                f"{row['delivered']:,}",
+                f"{row['duplicated']:,}",
+                f"{row['lost']:,}" + (f" (≤ {row['allowed_lost']:,} allowed)" if row["allowed_lost"] else ""),
+                yes_no(row["exact"]),
+                f"{spooled} / {synced}",
+                yes_no(row["scalars_ok"]),
+                " / ".join(num(caller[key], 1) for key in ("median_us", "p99_us", "max_us"))
+                if caller
+                else "-",
+                num(row["seconds"], 1),
+                verdict(row["pass"]),
+            ]
+        )
+    total = result["totals"]
+    rows.append(
+        [
+            f"**total** ({total['scenarios']} scenarios)",
+            "",
+            f"{total['values_logged']:,}",
+            f"{total['delivered']:,}",
+            f"**{total['duplicated']:,}**",
+            f"**{total['lost']:,}**",
+            f"{total['exact']}/{total['scenarios']}",
+            "",
+            "",
+            "",
+            num(total["seconds"], 1),
+            f"{total['passed']}/{total['scenarios']} {verdict(result['pass'])}",
+        ]
+    )
+    absent = result.get("kill_scenarios_absent") or []
+    lists = " and ".join(f"`{name}`" for name in result["lists"])
+    lines = [
+        f"Each scenario of `tests/fault_matrix.py` records a short training run ({result['steps']:,} steps "
+        f"logging {lists}, distinct values, and one end-of-run scalar) through the real `craft-ai-sdk` "
+        f"client into the platform emulator, injects its fault at step {result['inject_at']}, closes the "
+        "run and, when the fault outlasts the run, delivers the spool with `craft-callbacks sync`; each in "
+        "a fresh working folder against a fresh emulator. The two SIGKILL scenarios kill a training process "
+        "during an outage (then sync delivers its spool) and `craft-callbacks sync` part-way through a "
+        "spool of 6 x 20,000 values (then sync runs again).",
+        "",
+        *table(
+            [
+                "scenario",
+                "fault seen",
+                "values logged",
+                "delivered",
+                "duplicated",
+                "lost",
+                "exact",
+                "spooled at close / synced",
+                "end scalars",
+                "`log_step` µs median / p99 / worst",
+                "s",
+                "result",
+            ],
+            rows,
+        ),
+        "",
+        "What the columns mean: *fault seen*: the fault really happened (the platform's answers or the "
+        "run's warnings show it; for the SIGKILLs: sync found values that only the spool held, or the "
+        "killed sync had delivered a part); *values logged*: the list values the run logged (the killed "
+        "training: at least what it had reported logging when killed, or what the platform holds when more); "
+        "*delivered*: the list values the platform holds once the run and any sync ended; *duplicated*: "
+        "extra copies of a value on the platform; *lost*: values logged that the platform does not hold "
+        "(the killed training may lose the values of its last 3 flush intervals, never in the spool: the "
+        "bound is shown); *exact*: every list holds each value once, in order, nothing else (the killed "
+        "training: a prefix of its values); *spooled at close / synced*: list values the spool held, not "
+        "accepted by the platform, when the run closed / values `craft-callbacks sync` delivered after it "
+        "(`-`: no sync ran); *end scalars*: the run's end-of-run scalars reached the platform; *`log_step` "
+        "µs*: each `log_step` call on the training thread during the scenario, a clock around it included: "
+        "the caller's cost while the fault lasts (calls that waited for the network or the spool would "
+        "show as milliseconds at the p99; a lone worst call can be the machine running another process); "
+        "*s*: the scenario's seconds; *result*: PASS when the fault was seen, "
+        "nothing was duplicated or lost (beyond the bound), the lists are exact and any sync completed.",
+    ]
+    if absent:
+        lines += [
+            "",
+            f"Not run: {', '.join(f'`{name}`' for name in absent)} (not defined in `tests/fault_matrix.py` "
+            "when this ran).",
+        ]
+    seen = [row for row in result["faults"] if "error" not in row]
+    goals = [
+        Goal(
+            "(e) reliability",
+            "every fault of the matrix and both SIGKILLs: each value delivered once, nothing lost (a killed "
+            "training: nothing logged before its last 3 flush intervals)",
+            f"{total['scenarios']} scenarios: {total['values_logged']:,} values logged, "
+            f"{total['delivered']:,} delivered, {total['duplicated']:,} duplicated, {total['lost']:,} lost; "
+            f"{total['passed']}/{total['scenarios']} pass"
+            + (f"; did not run: {total['errors']}" if total["errors"] else "")
+            + (f"; not in the matrix: {', '.join(absent)}" if absent else ""),
+            result["pass"] if seen else None,
+        )
+    ]
+    return lines, goals
+
+
+# -- the caller's cost beside the fault matrix -------------------------------------------
+
+HOT_PATH_HEADING = "### The recorder's hot path"
+
+
+@dataclass
+class PreviousReport:
+    """The hot path's figures of a report this run replaces (its section (a)), to compare against."""
+
+    rows: dict[str, tuple[float, float]]  # case -> (floor µs, ours µs)
+    commit: str
+    generated: str
+
+
+def previous_report(path: Path) -> PreviousReport | None:
+    """The recorder's hot-path table of the report at ``path`` (None when there is none to read)."""
+    try:
+        text = path.read_text()
+    except OSError:
+        return None
+    lines = text.splitlines()
+    if HOT_PATH_HEADING not in lines:
+        return None
+    rows: dict[str, tuple[float, float]] = {}
+    for line in lines[lines.index(HOT_PATH_HEADING) + 1 :]:
+        if line.startswith("#"):
+            break
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) >= 3 and " -> " in cells[0]:
+            with contextlib.suppress(ValueError):
+                rows[cells[0]] = (float(cells[1].replace(",", "")), float(cells[2].replace(",", "")))
+    commit = re.search(r"^\| commit measured \| (.*) \|$", text, re.MULTILINE)
+    generated = re.search(r"^Generated by `[^`]*` on ([^;]*UTC)", text, re.MULTILINE)
+    if not rows:
+        return None
+    return PreviousReport(
+        rows, commit.group(1) if commit else "unknown", generated.group(1) if generated else "unknown"
+    )
+
+
+def render_caller_cost(recorder: Bench | None, previous: PreviousReport | None) -> list[str]:
+    """The hot path's ratios of ``bench_recorder.py`` in this run, beside those of the report replaced."""
+    if recorder is None or recorder.result is None:
+        why = "it did not run" if recorder is None else f"it failed ({recorder.error})"
+        return [f"`bench_recorder.py` measured nothing in this run: {why}."]
+    result = recorder.result
+    rows = []
+    for row in result["log_step"]:
+        if "note" in row:
+            rows.append([row["case"], "-", "-", "-", "-", "-", "-", row["note"]])
+            continue
+        before = previous.rows.get(row["case"]) if previous else None
+        before_ratio = before[1] / before[0] if before and before[0] else None
+        rows.append(
+            [
+                row["case"],
+                num(row["floor_us"], 3),
+                num(row["ours_us"], 3),
+                f"**{ratio(row['ratio'])}**",
+                ratio(before_ratio),
+                pct(row["ratio"] / before_ratio - 1) if before_ratio else "-",
+                "<= 3x floor" if row["goal"] else "(info)",
+                verdict(row["pass"]),
+            ]
+        )
+    where = (
+        f"the report this run replaced (commit {previous.commit}, {previous.generated})"
+        if previous
+        else "no earlier report (none was found to compare against)"
+    )
+    return [
+        f"`benchmarks/bench_recorder.py`, {recorder.seconds:.0f} s, in this same run: `log_step` with a "
+        f"4-key dict, {result['calls']:,} calls, median µs per call over {result['repeats']} interleaved "
+        "repeats, next to the floor (a bare loop doing `float()` and `list.append` per key) timed in the "
+        f"same process; *before*: ours/floor in {where}, from its section (a).",
+        "",
+        *table(["case", "floor µs", "ours µs", "ours/floor", "before", "change", "goal", "result"], rows),
+        "",
+        "The recorder's caller appends to in-memory buffers and wakes its worker thread; delivery, retries "
+        "and the spool run on that thread (the caller waits for it only when its backlog passes the limit "
+        "that bounds memory), so a fault of the platform or of the spool does not reach `log_step` (the "
+        "matrix's `log_step` column above shows its calls during each fault). A ratio measured in one "
+        "process is what compares across runs; absolute µs vary with the machine's load. The two float rows "
+        "run the same caller code (only the sink, written by the worker thread, differs), so the gap between "
+        "them in one run is a measure of this machine's noise.",
+    ]
+
+
 RENDERERS: dict[str, Renderer] = {
     "recorder": render_recorder,
     "huggingface": render_huggingface,
@@ -663,8 +879,10 @@ RENDERERS: dict[str, Renderer] = {
     "end_to_end": render_end_to_end,
     "traffic": render_traffic,
     "memory": render_memory,
+    "reliability": render_reliability,
 }
 
+RELIABILITY_TITLE = "(e) Reliability: every fault, each value once, and the caller's cost unchanged"
 SECTIONS: list[tuple[str, list[tuple[str, str, str]]]] = [
     (
         "(a) Per-event overhead on the training thread",
@@ -690,6 +908,16 @@ SECTIONS: list[tuple[str, list[tuple[str, str, str]]]] = [
     ),
     ("(c) Platform traffic: ours against one SDK call per value", [("traffic", "", "bench_traffic.py")]),
     ("(d) Memory: a long run through the recorder", [("memory", "", "bench_memory.py")]),
+    (
+        RELIABILITY_TITLE,
+        [
+            (
+                "reliability",
+                "The fault matrix: values logged, delivered, duplicated and lost",
+                "bench_reliability.py",
+            )
+        ],
+    ),
 ]
 
 MEANINGS = {
@@ -787,6 +1015,35 @@ def per_event_goals(runs: dict[str, Bench]) -> list[Goal]:
     return goals
 
 
+def section(
+    title: str, parts: list[tuple[str, str, str]], runs: dict[str, Bench], previous: PreviousReport | None
+) -> tuple[list[str], list[Goal]]:
+    """One ``## title`` section: a subsection per benchmark of ``parts`` that ran; nothing when none did."""
+    present = [(name, sub, script) for name, sub, script in parts if name in runs]
+    if not present:
+        return [], []
+    lines: list[str] = [f"## {title}", ""]
+    goals: list[Goal] = []
+    for name, subtitle, script in present:
+        bench = runs[name]
+        if subtitle:
+            lines += [f"### {subtitle}", ""]
+        lines += [f"`benchmarks/{script}`, {bench.seconds:.0f} s.", ""]
+        rendered, found = render(bench)
+        lines += [*rendered, ""]
+        goals += found
+    if title == RELIABILITY_TITLE:
+        lines += [
+            "### The caller's cost: the recorder's hot path, measured in the same run",
+            "",
+            *render_caller_cost(runs.get("recorder"), previous),
+            "",
+        ]
+    for paragraph in MEANINGS.get(title[:3], []):
+        lines += [paragraph, ""]
+    return lines, goals
+
+
 def report(
     runs: dict[str, Bench],
     command: str,
@@ -795,28 +1052,20 @@ def report(
     loads: tuple[str, str],
     quick: bool,
     commit: str,
+    previous: PreviousReport | None = None,
 ) -> str:
     sections: list[str] = []
     goals: list[Goal] = per_event_goals(runs)
     for title, parts in SECTIONS:
-        present = [(name, sub, script) for name, sub, script in parts if name in runs]
-        if not present:
-            continue
-        sections += [f"## {title}", ""]
-        for name, subtitle, script in present:
-            bench = runs[name]
-            if subtitle:
-                sections += [f"### {subtitle}", ""]
-            sections += [f"`benchmarks/{script}`, {bench.seconds:.0f} s.", ""]
-            lines, found = render(bench)
-            sections += [*lines, ""]
-            goals += found
-        for paragraph in MEANINGS.get(title[:3], []):
-            sections += [paragraph, ""]
+        lines, found = section(title, parts, runs, previous)
+        sections += lines
+        goals += found
     if "traffic" in runs and runs["traffic"].result is None:
         goals.append(Goal("(c) platform traffic", "at least 100x fewer requests", "did not run", None))
     if "memory" in runs and runs["memory"].result is None:
         goals.append(Goal("(d) memory", "peak RSS growth < 50 MB", "did not run", None))
+    if "reliability" in runs and runs["reliability"].result is None:
+        goals.append(Goal("(e) reliability", "each value delivered once, nothing lost", "did not run", None))
     failed = [bench for bench in runs.values() if bench.error]
     head = [
         "# Benchmarks",
@@ -890,13 +1139,103 @@ def report(
     return "\n".join([*head, *sections, *timing]).rstrip() + "\n"
 
 
+SPLICE_GOAL = "| (e) reliability |"
+
+
+def splice(text: str, lines: list[str], goals: list[Goal]) -> str:
+    """``text`` (a report) with its section (e) replaced by ``lines`` (added before the timings when it
+    has none) and its (e) rows of the goals table replaced by ``goals``; the rest as it was."""
+    old = text.splitlines()
+    heading = f"## {RELIABILITY_TITLE[:3]}"
+    start = next((i for i, line in enumerate(old) if line.startswith(heading)), None)
+    if start is not None:
+        end = next((i for i in range(start + 1, len(old)) if old[i].startswith("## ")), len(old))
+    else:
+        start = end = next(
+            (i for i, line in enumerate(old) if line == "## How long each benchmark took"), len(old)
+        )
+    new = [*old[:start], *lines, *old[end:]]
+    rows = [f"| {g.workload} | {g.goal} | {g.measured} | {verdict(g.passed)} |" for g in goals]
+    new = [line for line in new if not line.startswith(SPLICE_GOAL)]
+    if "## Goals of the issue" in new:
+        at = new.index("## Goals of the issue") + 1
+        while at < len(new) and not new[at].startswith("|"):
+            at += 1
+        while at < len(new) and new[at].startswith("|"):
+            at += 1
+        new[at:at] = rows
+    return "\n".join(new).rstrip() + "\n"
+
+
+def reliability_only(args: argparse.Namespace, output: Path, previous: PreviousReport | None) -> int:
+    """``--reliability``: bench_recorder.py and bench_reliability.py, their section put into ``output``."""
+    started = datetime.datetime.now(datetime.timezone.utc)
+    clock = time.perf_counter()
+    load_start = load()
+    commit = source_commit()
+    command = ".venv/bin/python benchmarks/run_all.py --reliability" + (" --quick" if args.quick else "")
+    selected = [bench for bench in benches() if bench.name in ("recorder", "reliability")]
+    with tempfile.TemporaryDirectory(prefix="bench-reliability-") as tmp:
+        for bench in selected:
+            try:
+                run_bench(bench, args.quick, Path(tmp))
+            except Exception as error:  # the report says so
+                bench.error = f"could not be run: {type(error).__name__}: {error}"
+                print(f"=== {bench.name}: {bench.error}", flush=True)
+        if args.keep_json:
+            args.keep_json.mkdir(parents=True, exist_ok=True)
+            for file in Path(tmp).glob("*.json"):
+                shutil.copy(file, args.keep_json / file.name)
+    runs = {bench.name: bench for bench in selected}
+    title, parts = next((title, parts) for title, parts in SECTIONS if title == RELIABILITY_TITLE)
+    lines, goals = section(title, parts, runs, previous)
+    seconds = time.perf_counter() - clock
+    note = (
+        f"*This section was generated on its own by `{command}` on {started:%Y-%m-%d %H:%M} UTC "
+        f"({seconds:.0f} s; commit measured: {commit}; load average at the start {load_start}, at the end "
+        f"{load()}), not by the run the head of this file describes: the other sections are from that run, "
+        "and so are the *before* figures of the hot path below. Run the same command to regenerate this "
+        "section alone, or the full run to regenerate everything.*"
+    )
+    if args.quick:
+        note += " **A quick smoke run: not the figures of record.**"
+    lines[2:2] = [note, ""]
+    for goal in goals:
+        goal.measured += " (the separate run of section (e))"
+    text = output.read_text() if output.exists() else ""
+    if not text:
+        text = "# Benchmarks\n"
+    if args.quick and not args.output:
+        output = Path(tempfile.mkdtemp(prefix="bench-quick-")) / "BENCHMARKS.md"
+    output.write_text(splice(text, lines, goals))
+    print(f"\n=== done in {seconds / 60:.1f} min; section (e) written into {output}")
+    failed = [bench.name for bench in selected if bench.error]
+    if failed:
+        print(f"=== failed: {', '.join(failed)}")
+    return 0
+
+
 def main() -> int:
     parser = harness.arg_parser(__doc__, json_option=False)
     parser.add_argument("--quick", action="store_true", help="a smoke run: fewer calls and repeats")
     parser.add_argument("--only", nargs="+", metavar="NAME", choices=[bench.name for bench in benches()])
+    parser.add_argument(
+        "--reliability",
+        action="store_true",
+        help="run bench_reliability.py and bench_recorder.py only and replace section (e) of the report, "
+        "keeping the rest of it",
+    )
     parser.add_argument("--output", type=Path, help="where to write the report (default: BENCHMARKS.md)")
     parser.add_argument("--keep-json", type=Path, metavar="DIR", help="copy every script's JSON here")
     args = parser.parse_args()
+    if args.reliability and args.only:
+        parser.error("--reliability runs its two benchmarks: no --only with it")
+    # The report replaced: its hot-path figures are the "before" of section (e).
+    previous = previous_report(
+        args.output if args.output and args.output.exists() else ROOT / "BENCHMARKS.md"
+    )
+    if args.reliability:
+        return reliability_only(args, args.output or ROOT / "BENCHMARKS.md", previous)
     started = datetime.datetime.now(datetime.timezone.utc)
     clock = time.perf_counter()
     load_start = load()
@@ -919,7 +1258,7 @@ def main() -> int:
                 shutil.copy(file, args.keep_json / file.name)
         seconds = time.perf_counter() - clock
         runs = {bench.name: bench for bench in selected}
-        text = report(runs, command, started, seconds, (load_start, load()), args.quick, commit)
+        text = report(runs, command, started, seconds, (load_start, load()), args.quick, commit, previous)
         if args.output:
             output = args.output
         elif args.quick:

@@ -44,3 +44,88 @@ def test_bench_digitalhub_runs_and_checks_every_value() -> None:
     done = run_script("bench_digitalhub.py", "--steps", "20")
     assert done.returncode == 0, done.stderr
     assert "fewer requests" in done.stdout
+
+
+RELIABILITY_SMOKE = (
+    "5xx before storing",
+    "lost answer",
+    "spool write fails: new values",
+    "unwritable",
+    "kill sync",
+)
+
+
+def test_bench_reliability_runs_faults_and_each_value_arrives_once_nothing_lost(tmp_path: Path) -> None:
+    out = tmp_path / "reliability.json"
+    done = run_script("bench_reliability.py", "--only", *RELIABILITY_SMOKE, "--json", str(out))
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = json.loads(out.read_text())
+    rows = result["faults"]
+    assert len(rows) == len(RELIABILITY_SMOKE), [row["name"] for row in rows]
+    for row in rows:
+        assert "error" not in row, row
+        assert row["fault_seen"], row["name"]  # the fault really happened
+        assert row["duplicated"] == 0, row
+        assert row["lost"] == 0, row
+        assert row["delivered"] == row["values_logged"] > 0, row
+        assert row["exact"] and row["pass"], row
+    faults = [row for row in rows if row["kind"] == "fault"]
+    assert faults and all(row["caller"]["calls"] == result["steps"] for row in faults)
+    assert result["pass"] is True and result["totals"]["lost"] == 0
+
+
+def test_run_all_renders_the_reliability_section_and_splices_it_keeping_the_rest(tmp_path: Path) -> None:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import run_all
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    row = {
+        "name": "a fault",
+        "kind": "fault",
+        "fault_seen": True,
+        "values_logged": 10,
+        "delivered": 10,
+        "duplicated": 0,
+        "lost": 0,
+        "allowed_lost": 0,
+        "exact": True,
+        "spooled_at_close": 0,
+        "synced": None,
+        "sync_complete": None,
+        "scalars_ok": True,
+        "caller": {"calls": 5, "median_us": 1.0, "p99_us": 2.0, "max_us": 3.0, "over_1ms": 0},
+        "seconds": 0.5,
+        "pass": True,
+    }
+    totals = {"values_logged": 10, "delivered": 10, "duplicated": 0, "lost": 0, "exact": 1, "passed": 1}
+    result = {
+        "steps": 1500,
+        "inject_at": 300,
+        "lists": ["loss", "acc"],
+        "faults": [row],
+        "kill_scenarios_absent": [],
+        "totals": {**totals, "scenarios": 1, "errors": 0, "seconds": 0.5},
+        "pass": True,
+    }
+    lines, goals = run_all.render_reliability(result)
+    assert "| a fault | yes | 10 | 10 | 0 | 0 | yes | 0 / - | yes | 1.0 / 2.0 / 3.0 | 0.5 | PASS |" in lines
+    assert [goal.passed for goal in goals] == [True]
+    report = tmp_path / "BENCHMARKS.md"
+    report.write_text(
+        "# Benchmarks\n\n## Goals of the issue\n\n"
+        "| workload | goal | measured | result |\n|---|---|---|---|\n"
+        "| (a) per event | g | m | PASS |\n\n## (a) Per event\n\n### The recorder's hot path\n\n"
+        "| case | floor µs | ours µs | ours/floor | goal | result |\n|---|---|---|---|---|---|\n"
+        "| floats -> MemorySink | 0.500 | 1.250 | 2.5x | <= 3x floor | PASS |\n\n"
+        "## How long each benchmark took\n\n| script | seconds | status |\n"
+    )
+    previous = run_all.previous_report(report)
+    assert previous is not None and previous.rows == {"floats -> MemorySink": (0.5, 1.25)}
+    section = ["## (e) Reliability", "", "new", ""]
+    once = run_all.splice(report.read_text(), section, goals)
+    twice = run_all.splice(once, section, goals)
+    assert once == twice  # the section and its goal row are replaced, not added again
+    assert once.count("## (e) Reliability") == 1 and once.count("| (e) reliability |") == 1
+    assert once.index("## (e)") < once.index("## How long") and "| (a) per event | g | m | PASS |" in once
+    assert once.replace("\n".join(section) + "\n", "").count("floats -> MemorySink") == 1
