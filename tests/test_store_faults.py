@@ -502,7 +502,6 @@ def test_a_store_that_cannot_be_recreated_moves_to_a_temporary_folder_with_the_r
         shutil.rmtree(where.parent)
 
 
-@pytest.mark.xfail(strict=True, reason="needs StoreDestination.description to follow the store's path")
 def test_the_summary_names_the_store_the_run_moved_to() -> None:
     with recording_warnings():
         recorder = MetricRecorder()

@@ -270,6 +270,15 @@ class StoreDestination(Destination):
 
     sink: LocalStore
 
+    @property
+    def description(self) -> str:
+        """The store as it is now: a deleted store that could not be re-created moves elsewhere."""
+        return f"local store {self.sink.path}"
+
+    @description.setter
+    def description(self, value: str) -> None:
+        """Set by the base class; the store's path is what counts."""
+
     def take(self, new: Outbox) -> None:
         self.pending.absorb(new)
         if not self.pending:
