@@ -19,6 +19,7 @@ a token or a URL.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -96,8 +97,10 @@ class Spool:
         self._pid = os.getpid()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            if self.path.exists():  # checked read-only first: a file refused is left as it was
+                with contextlib.closing(sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)) as check:
+                    _check_schema(check, self.path)
             with self._write() as db:
-                _check_schema(db, self.path)
                 for statement in _SCHEMA:
                     db.execute(statement)
                 tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
@@ -270,8 +273,20 @@ class Spool:
 
     # -- craft-callbacks sync ----------------------------------------------------
 
+    @contextmanager
+    def _reading(self) -> Iterator[None]:
+        """A read that meets damage raises one clear error naming the spool."""
+        try:
+            yield
+        except (sqlite3.Error, ValueError) as error:
+            raise LocalStoreError(f"the metrics spool {self.path} is damaged ({error})") from error
+
     def pending_lists(self) -> list[SpooledList]:
         """Every list that still has values to deliver, with them, in order."""
+        with self._reading():
+            return self._pending_lists()
+
+    def _pending_lists(self) -> list[SpooledList]:
         db = self._connection()
         heads = db.execute(
             "SELECT execution_id, name, base, accepted, owner_pid FROM spool_lists "
@@ -297,13 +312,15 @@ class Spool:
 
     def pending_scalars(self) -> list[tuple[str, str, Number, int | None]]:
         """Every scalar still to deliver: (execution_id, name, value, owner pid)."""
-        return (
-            self._connection()
-            .execute(
-                "SELECT execution_id, name, value, owner_pid FROM spool_scalars ORDER BY execution_id, name"
+        with self._reading():
+            return (
+                self._connection()
+                .execute(
+                    "SELECT execution_id, name, value, owner_pid FROM spool_scalars "
+                    "ORDER BY execution_id, name"
+                )
+                .fetchall()
             )
-            .fetchall()
-        )
 
     def refused(self) -> list[tuple[str, str, str]]:
         """Lists the platform refused for good: (execution_id, name, its message)."""
@@ -333,6 +350,10 @@ def _check_schema(db: sqlite3.Connection, path: Path) -> None:
             f"the metrics spool {path} was written by a newer craft_callbacks (schema {version}, "
             f"this one reads up to {SCHEMA_VERSION}); upgrade the package to deliver it"
         )
+    problems = [row[0] for row in db.execute("PRAGMA quick_check(3)")]
+    if problems != ["ok"]:
+        found = " ".join(" ".join(problems).replace("*** in database main ***", "").split())
+        raise LocalStoreError(f"the metrics spool {path} is damaged ({found})")
     tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     if tables and not tables & (_TABLES | {"spool_values"}):
         raise LocalStoreError(f"{path} is an SQLite database but not a craft_callbacks metrics spool")
