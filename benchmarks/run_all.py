@@ -18,10 +18,16 @@ prints the path), never over ``BENCHMARKS.md``, unless ``--output`` says where.
 ``--only NAME ...`` runs some of the benchmarks (names below). ``--reliability``
 runs ``bench_reliability.py`` and ``bench_recorder.py`` only and replaces the
 section "(e) Reliability" of ``BENCHMARKS.md`` (or ``--output``) with theirs,
-keeping the rest of the file as it was generated (a minute instead of the
+keeping the rest of the file as it was generated (two minutes instead of the
 whole run):
 
     .venv/bin/python benchmarks/run_all.py --reliability
+
+Section (e) puts the hot path's ratios (``bench_recorder.py``) beside the fault
+matrix; with both in the run, ``bench_recorder.py`` also runs alternately from
+this tree and from a baseline commit (``--baseline COMMIT``, by default the
+commit the report being replaced measured; ``--baseline-pairs N``, 3), so that
+"unchanged" is judged on runs of the same minutes.
 
 Peers are
 installed by the ``bench`` extra: ``pip install -c constraints.txt -e '.[bench]'``.
@@ -33,13 +39,16 @@ import argparse
 import collections
 import contextlib
 import datetime
+import io
 import json
 import os
 import platform
 import re
 import shutil
+import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 import traceback
@@ -822,52 +831,221 @@ def previous_report(path: Path) -> PreviousReport | None:
     )
 
 
-def render_caller_cost(recorder: Bench | None, previous: PreviousReport | None) -> list[str]:
-    """The hot path's ratios of ``bench_recorder.py`` in this run, beside those of the report replaced."""
+@dataclass
+class HotPathAB:
+    """``bench_recorder.py`` run alternately from this tree and from ``commit`` (its ``src`` and
+    ``benchmarks`` taken with ``git archive``): the ours/floor ratios of each run, per case."""
+
+    commit: str
+    pairs: int = 0
+    now: dict[str, list[float]] = field(default_factory=dict)
+    baseline: dict[str, list[float]] = field(default_factory=dict)
+    imported: str = ""  # where the baseline's processes imported craft_callbacks from
+    errors: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def baseline_commit(requested: str | None, previous: PreviousReport | None) -> str | None:
+    """The commit to compare the hot path against: ``--baseline``, else the one the report replaced
+    measured; None for ``--baseline none`` or when there is none."""
+    if requested:
+        return None if requested == "none" else requested
+    if previous and previous.commit.split() and previous.commit != "unknown":
+        return previous.commit.split()[0]
+    return None
+
+
+def run_hot_path_ab(commit: str, pairs: int, quick: bool) -> HotPathAB:
+    """``pairs`` x (this tree, ``commit``) runs of ``bench_recorder.py``, alternating, each in its own
+    process: the same machine, the same minutes, so that the load hits both alike."""
+    ab = HotPathAB(commit)
+    started = time.perf_counter()
+    arguments = next(bench for bench in benches() if bench.name == "recorder")
+    arguments_used = arguments.quick if quick else arguments.full
+    print(f"\n=== hot path A/B: bench_recorder.py here and at {commit}, {pairs} pair(s)", flush=True)
+    with tempfile.TemporaryDirectory(prefix="bench-baseline-") as tmp:
+        folder = Path(tmp)
+        try:
+            archive = subprocess.run(
+                ["git", "-C", str(ROOT), "archive", "--format=tar", commit, "src", "benchmarks"],
+                capture_output=True,
+                check=True,
+            ).stdout
+            with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+                if hasattr(tarfile, "data_filter"):  # Python 3.12, and 3.10.12 / 3.11.4 on
+                    tar.extractall(folder / "tree", filter="data")
+                else:
+                    tar.extractall(folder / "tree")  # our own repository's archive
+        except (OSError, subprocess.CalledProcessError, tarfile.TarError) as error:
+            ab.errors.append(f"could not take {commit} from git: {error}")
+            return ab
+        tree = folder / "tree"
+        baseline_env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([str(tree / "src"), os.environ.get("PYTHONPATH", "")]),
+        }
+        found = subprocess.run(
+            [sys.executable, "-c", "import craft_callbacks; print(craft_callbacks.__file__)"],
+            cwd=tree,
+            env=baseline_env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        ab.imported = found.stdout.strip().replace(str(tree), f"<{commit}>")
+        if not found.stdout.strip().startswith(str(tree)):
+            ab.errors.append(
+                f"the baseline processes would import craft_callbacks from {found.stdout.strip()}"
+            )
+            return ab
+        for index in range(pairs):
+            for which, script, env, cwd in (
+                ("now", HERE / "bench_recorder.py", os.environ, ROOT),
+                ("baseline", tree / "benchmarks" / "bench_recorder.py", baseline_env, tree),
+            ):
+                out = folder / f"{which}-{index}.json"
+                done = subprocess.run(
+                    [sys.executable, str(script), *arguments_used, "--json", str(out)],
+                    cwd=cwd,
+                    env=dict(env),
+                    capture_output=True,
+                    text=True,
+                    check=False,
+                )
+                if done.returncode != 0 or not out.exists():
+                    ab.errors.append(f"{which} run {index + 1} failed: {(done.stderr or done.stdout)[-300:]}")
+                    continue
+                ratios = ab.now if which == "now" else ab.baseline
+                for row in json.loads(out.read_text())["log_step"]:
+                    if row.get("ratio") is not None:
+                        ratios.setdefault(row["case"], []).append(row["ratio"])
+                print(f"=== hot path A/B: {which} run {index + 1} done", flush=True)
+            ab.pairs = index + 1
+    ab.seconds = time.perf_counter() - started
+    return ab
+
+
+def spread(values: list[float]) -> str:
+    if not values:
+        return "-"
+    low, high = min(values), max(values)
+    return f"{ratio(statistics.median(values))} ({ratio(low)}-{ratio(high)})"
+
+
+def within_noise(now: list[float], before: list[float]) -> bool | None:
+    """Whether either side's range (min-max over its runs) holds the other side's median; None with
+    fewer than two runs a side (no range to judge by)."""
+    if len(now) < 2 or len(before) < 2:
+        return None
+    return min(now) <= statistics.median(before) <= max(now) or min(before) <= statistics.median(now) <= max(
+        before
+    )
+
+
+def caller_cost_goal(ab: HotPathAB | None) -> list[Goal]:
+    """(e): the hot path's goal rows (floats) unchanged within noise against the baseline commit."""
+    if ab is None:
+        return []
+    cases = [case for case in ab.now if case.startswith("floats")]
+    judged = {case: within_noise(ab.now[case], ab.baseline.get(case, [])) for case in cases}
+    measured = "; ".join(
+        f"{case}: {spread(ab.now[case])} here, {spread(ab.baseline.get(case, []))} at {ab.commit}"
+        for case in cases
+    )
+    passed = None if not judged or None in judged.values() else all(judged.values())
+    return [
+        Goal(
+            "(e) reliability",
+            f"the hot path's ours/floor unchanged within noise against {ab.commit} (A/B, {ab.pairs} pairs)",
+            measured or "; ".join(ab.errors) or "no runs",
+            passed,
+        )
+    ]
+
+
+def render_caller_cost(
+    recorder: Bench | None, previous: PreviousReport | None, ab: HotPathAB | None = None
+) -> list[str]:
+    """The hot path's ratios of ``bench_recorder.py`` in this run, beside the same script's at the
+    baseline commit run alternately with this tree (or, without them, the report replaced)."""
     if recorder is None or recorder.result is None:
         why = "it did not run" if recorder is None else f"it failed ({recorder.error})"
         return [f"`bench_recorder.py` measured nothing in this run: {why}."]
     result = recorder.result
+    compared = ab is not None and ab.pairs > 0 and bool(ab.now) and bool(ab.baseline)
+    header = ["case", "floor µs", "ours µs", "ours/floor", "goal", "result"]
+    if compared:
+        assert ab is not None
+        header += ["A/B here", f"A/B at {ab.commit}", "change", "within noise"]
+    else:
+        header += ["before", "change"]
     rows = []
     for row in result["log_step"]:
         if "note" in row:
-            rows.append([row["case"], "-", "-", "-", "-", "-", "-", row["note"]])
+            rows.append([row["case"], *["-"] * (len(header) - 2), row["note"]])
             continue
-        before = previous.rows.get(row["case"]) if previous else None
-        before_ratio = before[1] / before[0] if before and before[0] else None
-        rows.append(
-            [
-                row["case"],
-                num(row["floor_us"], 3),
-                num(row["ours_us"], 3),
-                f"**{ratio(row['ratio'])}**",
-                ratio(before_ratio),
-                pct(row["ratio"] / before_ratio - 1) if before_ratio else "-",
-                "<= 3x floor" if row["goal"] else "(info)",
-                verdict(row["pass"]),
+        cells = [
+            row["case"],
+            num(row["floor_us"], 3),
+            num(row["ours_us"], 3),
+            f"**{ratio(row['ratio'])}**",
+            "<= 3x floor" if row["goal"] else "(info)",
+            verdict(row["pass"]),
+        ]
+        if compared:
+            assert ab is not None
+            now, before = ab.now.get(row["case"], []), ab.baseline.get(row["case"], [])
+            change = statistics.median(now) / statistics.median(before) - 1 if now and before else None
+            noise = within_noise(now, before)
+            cells += [
+                spread(now),
+                spread(before),
+                pct(change),
+                "-" if noise is None else "yes" if noise else "**no**",
             ]
-        )
-    where = (
-        f"the report this run replaced (commit {previous.commit}, {previous.generated})"
-        if previous
-        else "no earlier report (none was found to compare against)"
-    )
-    return [
+        else:
+            earlier = previous.rows.get(row["case"]) if previous else None
+            before_ratio = earlier[1] / earlier[0] if earlier and earlier[0] else None
+            cells += [ratio(before_ratio), pct(row["ratio"] / before_ratio - 1) if before_ratio else "-"]
+        rows.append(cells)
+    lines = [
         f"`benchmarks/bench_recorder.py`, {recorder.seconds:.0f} s, in this same run: `log_step` with a "
         f"4-key dict, {result['calls']:,} calls, median µs per call over {result['repeats']} interleaved "
         "repeats, next to the floor (a bare loop doing `float()` and `list.append` per key) timed in the "
-        f"same process; *before*: ours/floor in {where}, from its section (a).",
+        "same process; ours/floor is the hot path's ratio (goal of (a): at most 3x).",
         "",
-        *table(["case", "floor µs", "ours µs", "ours/floor", "before", "change", "goal", "result"], rows),
-        "",
+    ]
+    if compared:
+        assert ab is not None
+        lines += [
+            f"*A/B*: the same script, {ab.pairs} more time(s) from this tree and as many from commit "
+            f"**{ab.commit}** (its `src` and `benchmarks` from `git archive`, `craft_callbacks` imported "
+            f"from `{ab.imported}`), alternately, one process each, in the same minutes "
+            f"({ab.seconds:.0f} s): ours/floor as median (min-max) over those runs. *change*: median here / "
+            "median there - 1; *within noise*: yes when either side's range (min-max) holds the other "
+            "side's median: the runs of one commit vary that much between themselves (`-` with one run a "
+            "side).",
+            "",
+        ]
+    else:
+        where = (
+            f"the report this run replaced (commit {previous.commit}, {previous.generated}), from its "
+            "section (a)"
+            if previous
+            else "no earlier report (none was found)"
+        )
+        lines += [f"*before*: ours/floor in {where}.", ""]
+    lines += [*table(header, rows), ""]
+    if ab is not None and ab.errors:
+        lines += [f"The A/B against {ab.commit} is incomplete: " + "; ".join(ab.errors), ""]
+    lines += [
         "The recorder's caller appends to in-memory buffers and wakes its worker thread; delivery, retries "
         "and the spool run on that thread (the caller waits for it only when its backlog passes the limit "
         "that bounds memory), so a fault of the platform or of the spool does not reach `log_step` (the "
         "matrix's `log_step` column above shows its calls during each fault). A ratio measured in one "
-        "process is what compares across runs; absolute µs vary with the machine's load. The two float rows "
-        "run the same caller code (only the sink, written by the worker thread, differs), so the gap between "
-        "them in one run is a measure of this machine's noise.",
+        "process is what compares across runs; absolute µs vary with the machine's load.",
     ]
+    return lines
 
 
 RENDERERS: dict[str, Renderer] = {
@@ -882,7 +1060,7 @@ RENDERERS: dict[str, Renderer] = {
     "reliability": render_reliability,
 }
 
-RELIABILITY_TITLE = "(e) Reliability: every fault, each value once, and the caller's cost unchanged"
+RELIABILITY_TITLE = "(e) Reliability: the fault matrix, and the caller's cost beside it"
 SECTIONS: list[tuple[str, list[tuple[str, str, str]]]] = [
     (
         "(a) Per-event overhead on the training thread",
@@ -1016,7 +1194,11 @@ def per_event_goals(runs: dict[str, Bench]) -> list[Goal]:
 
 
 def section(
-    title: str, parts: list[tuple[str, str, str]], runs: dict[str, Bench], previous: PreviousReport | None
+    title: str,
+    parts: list[tuple[str, str, str]],
+    runs: dict[str, Bench],
+    previous: PreviousReport | None,
+    ab: HotPathAB | None = None,
 ) -> tuple[list[str], list[Goal]]:
     """One ``## title`` section: a subsection per benchmark of ``parts`` that ran; nothing when none did."""
     present = [(name, sub, script) for name, sub, script in parts if name in runs]
@@ -1036,9 +1218,10 @@ def section(
         lines += [
             "### The caller's cost: the recorder's hot path, measured in the same run",
             "",
-            *render_caller_cost(runs.get("recorder"), previous),
+            *render_caller_cost(runs.get("recorder"), previous, ab),
             "",
         ]
+        goals += caller_cost_goal(ab)
     for paragraph in MEANINGS.get(title[:3], []):
         lines += [paragraph, ""]
     return lines, goals
@@ -1053,11 +1236,12 @@ def report(
     quick: bool,
     commit: str,
     previous: PreviousReport | None = None,
+    ab: HotPathAB | None = None,
 ) -> str:
     sections: list[str] = []
     goals: list[Goal] = per_event_goals(runs)
     for title, parts in SECTIONS:
-        lines, found = section(title, parts, runs, previous)
+        lines, found = section(title, parts, runs, previous, ab)
         sections += lines
         goals += found
     if "traffic" in runs and runs["traffic"].result is None:
@@ -1167,6 +1351,16 @@ def splice(text: str, lines: list[str], goals: list[Goal]) -> str:
     return "\n".join(new).rstrip() + "\n"
 
 
+def hot_path_ab(
+    args: argparse.Namespace, previous: PreviousReport | None, names: set[str]
+) -> HotPathAB | None:
+    """The A/B of the hot path against the baseline commit, when this run has sections (e) and (a)."""
+    commit = baseline_commit(args.baseline, previous)
+    if commit is None or not {"recorder", "reliability"} <= names or args.baseline_pairs < 1:
+        return None
+    return run_hot_path_ab(commit, 1 if args.quick else args.baseline_pairs, args.quick)
+
+
 def reliability_only(args: argparse.Namespace, output: Path, previous: PreviousReport | None) -> int:
     """``--reliability``: bench_recorder.py and bench_reliability.py, their section put into ``output``."""
     started = datetime.datetime.now(datetime.timezone.utc)
@@ -1174,6 +1368,8 @@ def reliability_only(args: argparse.Namespace, output: Path, previous: PreviousR
     load_start = load()
     commit = source_commit()
     command = ".venv/bin/python benchmarks/run_all.py --reliability" + (" --quick" if args.quick else "")
+    if args.baseline:
+        command += f" --baseline {args.baseline}"
     selected = [bench for bench in benches() if bench.name in ("recorder", "reliability")]
     with tempfile.TemporaryDirectory(prefix="bench-reliability-") as tmp:
         for bench in selected:
@@ -1187,8 +1383,9 @@ def reliability_only(args: argparse.Namespace, output: Path, previous: PreviousR
             for file in Path(tmp).glob("*.json"):
                 shutil.copy(file, args.keep_json / file.name)
     runs = {bench.name: bench for bench in selected}
+    ab = hot_path_ab(args, previous, set(runs))
     title, parts = next((title, parts) for title, parts in SECTIONS if title == RELIABILITY_TITLE)
-    lines, goals = section(title, parts, runs, previous)
+    lines, goals = section(title, parts, runs, previous, ab)
     seconds = time.perf_counter() - clock
     note = (
         f"*This section was generated on its own by `{command}` on {started:%Y-%m-%d %H:%M} UTC "
@@ -1225,6 +1422,19 @@ def main() -> int:
         help="run bench_reliability.py and bench_recorder.py only and replace section (e) of the report, "
         "keeping the rest of it",
     )
+    parser.add_argument(
+        "--baseline",
+        metavar="COMMIT",
+        help="section (e): run bench_recorder.py alternately from this tree and from COMMIT (default: the "
+        "commit the report replaced measured; 'none': no A/B)",
+    )
+    parser.add_argument(
+        "--baseline-pairs",
+        type=int,
+        default=3,
+        metavar="N",
+        help="A/B pairs of bench_recorder.py (default 3)",
+    )
     parser.add_argument("--output", type=Path, help="where to write the report (default: BENCHMARKS.md)")
     parser.add_argument("--keep-json", type=Path, metavar="DIR", help="copy every script's JSON here")
     args = parser.parse_args()
@@ -1243,6 +1453,8 @@ def main() -> int:
     command = ".venv/bin/python benchmarks/run_all.py" + (" --quick" if args.quick else "")
     if args.only:
         command += " --only " + " ".join(args.only)
+    if args.baseline:
+        command += f" --baseline {args.baseline}"
     selected = [bench for bench in benches() if not args.only or bench.name in args.only]
     with tempfile.TemporaryDirectory(prefix="bench-all-") as tmp:
         folder = Path(tmp)
@@ -1256,9 +1468,10 @@ def main() -> int:
             args.keep_json.mkdir(parents=True, exist_ok=True)
             for file in folder.glob("*.json"):
                 shutil.copy(file, args.keep_json / file.name)
-        seconds = time.perf_counter() - clock
         runs = {bench.name: bench for bench in selected}
-        text = report(runs, command, started, seconds, (load_start, load()), args.quick, commit, previous)
+        ab = hot_path_ab(args, previous, set(runs))
+        seconds = time.perf_counter() - clock
+        text = report(runs, command, started, seconds, (load_start, load()), args.quick, commit, previous, ab)
         if args.output:
             output = args.output
         elif args.quick:

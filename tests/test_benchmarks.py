@@ -111,6 +111,9 @@ def test_run_all_renders_the_reliability_section_and_splices_it_keeping_the_rest
     lines, goals = run_all.render_reliability(result)
     assert "| a fault | yes | 10 | 10 | 0 | 0 | yes | 0 / - | yes | 1.0 / 2.0 / 3.0 | 0.5 | PASS |" in lines
     assert [goal.passed for goal in goals] == [True]
+    assert run_all.within_noise([2.5, 2.7, 2.6], [2.6, 2.8, 2.9]) is True
+    assert run_all.within_noise([2.0, 2.1], [3.0, 3.1]) is False
+    assert run_all.within_noise([2.5], [2.6]) is None
     report = tmp_path / "BENCHMARKS.md"
     report.write_text(
         "# Benchmarks\n\n## Goals of the issue\n\n"
