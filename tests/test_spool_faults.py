@@ -72,7 +72,7 @@ FAULTS: dict[str, Callable[[], None]] = {
 def test_a_new_spool_carries_the_schema_version() -> None:
     Spool(SPOOL).close()
     with sqlite3.connect(SPOOL) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
     db.close()
 
 

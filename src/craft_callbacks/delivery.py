@@ -159,6 +159,10 @@ class Destination:
         """
         return 0
 
+    def resume_from(self, step: int) -> None:
+        """The run resumes from a checkpoint taken at ``step``: what it logs again must not be kept
+        twice. A sink that keeps no steps cannot tell: nothing to do."""
+
     def _send_list(self, name: str) -> None:
         steps, values = self.pending.lists[name]
         if f"list {name}" in self.rejected:
@@ -270,6 +274,11 @@ class StoreDestination(Destination):
 
     sink: LocalStore
 
+    def __init__(self, sink: LocalStore, execution_id: str, description: str) -> None:
+        super().__init__(sink, execution_id, description)
+        self.replayed = 0  # values recorded after a resumed run's checkpoint, replaced
+        self._held = sink.list_counts(execution_id)  # a continued run already holds these
+
     @property
     def description(self) -> str:
         """The store as it is now: a deleted store that could not be re-created moves elsewhere."""
@@ -295,6 +304,14 @@ class StoreDestination(Destination):
 
     def send(self) -> None:
         """Nothing to send: :meth:`take` wrote everything."""
+
+    def held(self, name: str) -> int | None:
+        return self._held.get(name, 0)
+
+    def resume_from(self, step: int) -> None:
+        """Locally, the values the run recorded after the checkpoint are replaced by the resumed ones."""
+        self.replayed = self.sink.forget_after(self.execution_id, step)
+        self._held = self.sink.list_counts(self.execution_id)
 
     def record_hyperparameters(self, params: Mapping[str, Any]) -> None:
         self.sink.set_hyperparameters(self.execution_id, params)

@@ -56,6 +56,9 @@ BACKLOG_WAKES: Final = 4
 # sink) the caller does not wait again until the worker moves on.
 BACKLOG_WAIT_S: Final = 0.2
 
+RUN_ID_ENV: Final = "CRAFT_CALLBACKS_RUN_ID"  # continue this local run
+RUN_NAME_ENV: Final = "CRAFT_CALLBACKS_RUN_NAME"  # the run's name (its pipeline name)
+
 _live: weakref.WeakSet[MetricRecorder] = weakref.WeakSet()
 _shared_caps = SharedCaps()  # the recorders of this process that fill one execution's list at once
 _hooks_installed = False
@@ -104,9 +107,11 @@ class MetricRecorder:
     a :class:`MemorySink`). Errors in the set-up (a bad store path, a sink
     without those methods) raise here; nothing raises once recording starts.
 
-    Options: ``store_path`` (the local store's file), ``pipeline_name`` and
-    ``deployment_name`` (kept with a local run), ``execution_id``,
-    ``hyperparameters``, ``max_list_values`` (the per-list cap, 50,000),
+    Options: ``store_path`` (the local store's file), ``pipeline_name`` (the
+    run's name; default ``$CRAFT_CALLBACKS_RUN_NAME``, else the script's name)
+    and ``deployment_name`` (kept with a local run), ``run_id`` (continue that
+    local run; default ``$CRAFT_CALLBACKS_RUN_ID``; ``execution_id`` is the
+    same), ``hyperparameters``, ``max_list_values`` (the per-list cap, 50,000),
     ``expected_events`` (how many ``log_step`` calls the run will make, so long
     lists thin evenly), ``flush_interval`` (seconds between deliveries, 2),
     ``flush_events`` (deliver sooner once this many ``log_step`` calls are
@@ -122,6 +127,7 @@ class MetricRecorder:
         pipeline_name: str | None = None,
         deployment_name: str | None = None,
         execution_id: str | None = None,
+        run_id: str | None = None,
         hyperparameters: Mapping[str, Any] | None = None,
         max_list_values: int = DEFAULT_MAX_LIST_VALUES,
         expected_events: int | None = None,
@@ -135,6 +141,8 @@ class MetricRecorder:
         if flush_events < 1:
             raise ValueError(f"flush_events must be at least 1, not {flush_events}")
         self._log = visible_logger()
+        execution_id = run_id or execution_id or os.environ.get(RUN_ID_ENV) or None
+        pipeline_name = pipeline_name or os.environ.get(RUN_NAME_ENV) or None
         resolved = resolve_sink(sink, store_path)
         self._destination = _destination_for(
             resolved,
@@ -167,6 +175,7 @@ class MetricRecorder:
         self._dropped: dict[str, dict[str, int]] = {"non-numeric": {}, "non-finite": {}}
         self._whereabouts: str | None = None
         self._pid = os.getpid()
+        self._resume_step: int | None = None
         self._deferred: list[tuple[type[CraftCallbacksWarning], str, str]] = []
         self._worker = DeliveryWorker(self._collect, self._destination, flush_interval)
         self._worker.start()
@@ -194,6 +203,16 @@ class MetricRecorder:
     def expect_events(self, count: int | None) -> None:
         """Tell the recorder how many ``log_step`` calls the run will make, so long lists thin evenly."""
         self._expected_events = int(count) if count and count > 0 else None
+
+    def resume_from(self, step: int) -> None:
+        """The training resumes from a checkpoint taken at ``step``: each step is kept once.
+
+        In the local store, the values this run recorded after ``step`` (before
+        the crash) are replaced by the ones logged from now on. On the platform,
+        whose lists only grow, values logged again for steps a list already
+        holds are not sent again. Call it before logging the resumed steps.
+        """
+        self._resume_step = int(step)
 
     def log_step(self, metrics: Mapping[Any, Any], step: int | None = None) -> None:
         """Append each numeric value of ``metrics`` to the list metric of its name.
@@ -334,6 +353,9 @@ class MetricRecorder:
                 dropped.append(f"{sum(per_name.values()):,} {why} ({names})")
         if thinned:
             dropped.append(f"{thinned:,} thinned to stay under {self.max_list_values:,} values per list")
+        replayed = getattr(self._destination, "replayed", 0)
+        if replayed:
+            parts.append(f"; resumed: {replayed:,} values of steps recorded before the restart kept once")
         if self._destination.rejected:
             dropped.append(
                 f"{self._destination.rejected_values:,} refused by the sink "
@@ -539,6 +561,9 @@ class MetricRecorder:
 
     def _collect(self, outbox: Outbox, final: bool) -> None:
         """Move new values into the outbox, thinning each list under its cap (worker thread)."""
+        resume, self._resume_step = self._resume_step, None
+        if resume is not None:
+            self._destination.resume_from(resume)
         params = self._take_hyperparameters()
         if params:
             self._destination.record_hyperparameters(params)

@@ -25,7 +25,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from craft_callbacks.exceptions import CraftCallbacksWarning
-from craft_callbacks.recorder import MetricRecorder, resolve_sink
+from craft_callbacks.logs import visible_logger
+from craft_callbacks.recorder import RUN_ID_ENV, RUN_NAME_ENV, MetricRecorder, resolve_sink
 from craft_callbacks.sinks.auto import platform_execution_id
 from craft_callbacks.sinks.craft_ai import is_craft_ai_sdk
 from craft_callbacks.sinks.local_store import new_execution_id
@@ -43,10 +44,11 @@ class Runs:
         self._warned = False
 
     def _new_id(self) -> str:
-        """The id the next run will have: the platform's execution, or a new local run id."""
+        """The id the next run will have: the platform's execution, the run named by
+        ``run_id=`` or ``$CRAFT_CALLBACKS_RUN_ID`` (continued), or a new local run id."""
         if is_craft_ai_sdk(self._sink):
             return platform_execution_id() or new_execution_id()
-        return new_execution_id()
+        return self._options.get("run_id") or os.environ.get(RUN_ID_ENV) or new_execution_id()
 
     @property
     def recording(self) -> bool:
@@ -58,19 +60,27 @@ class Runs:
         expected_events: int | None = None,
         hyperparameters: Mapping[str, Any] | None = None,
         pipeline_name: str | None = None,
+        resume_step: int | None = None,
     ) -> MetricRecorder | None:
-        """Open the recorder of a new run (the user's recorder, or a fresh one); never raises."""
+        """Open the recorder of a new run (the user's recorder, or a fresh one); never raises.
+
+        ``resume_step``: the training resumes from a checkpoint taken at that step
+        (see :meth:`MetricRecorder.resume_from`).
+        """
         try:
             if self._given is None:
                 self.end("interrupted")
                 options = dict(self._options)
-                options.setdefault("pipeline_name", pipeline_name)
+                options.pop("run_id", None)
+                options.setdefault("pipeline_name", os.environ.get(RUN_NAME_ENV) or pipeline_name)
                 options.setdefault("execution_id", self.next_execution_id)
                 self.current = MetricRecorder(self._sink, **options)
                 self.next_execution_id = self._new_id()
             recorder = self.current
             assert recorder is not None
             recorder.expect_events(expected_events)
+            if resume_step is not None:
+                recorder.resume_from(resume_step)
             if hyperparameters:
                 recorder.log_hyperparams(hyperparameters)
             return recorder
@@ -111,6 +121,19 @@ class Runs:
             warnings.warn(f"craft_callbacks: {message}", CraftCallbacksWarning, stacklevel=3)
 
 
+_said_disabled = False
+
+
 def disabled_by_environment() -> bool:
-    """``CRAFT_CALLBACKS_DISABLED=1`` (or true/yes) turns every adapter off, as HF's integrations allow."""
-    return os.environ.get("CRAFT_CALLBACKS_DISABLED", "").strip().lower() in ("1", "true", "yes", "on")
+    """``CRAFT_CALLBACKS_DISABLED=1`` (or true/yes) turns every adapter off, as HF's integrations allow.
+
+    Said once per process in a log line, so a run that records nothing is never a mystery.
+    """
+    global _said_disabled
+    disabled = os.environ.get("CRAFT_CALLBACKS_DISABLED", "").strip().lower() in ("1", "true", "yes", "on")
+    if disabled and not _said_disabled:
+        _said_disabled = True
+        visible_logger().info(
+            "craft_callbacks: CRAFT_CALLBACKS_DISABLED is set: the adapters record nothing in this process"
+        )
+    return disabled

@@ -35,7 +35,8 @@ from craft_callbacks.sinks.local_store import default_store_path, enable_wal
 from craft_callbacks.values import Number
 
 SPOOL_FILE: Final = "spool.db"
-SCHEMA_VERSION: Final = 2  # 1: one row per value; 2: one chunk per list per round
+# 1: one row per value; 2: one chunk per list per round; 3: each list's last step (resume)
+SCHEMA_VERSION: Final = 3
 UNVERIFIABLE: Final = -1  # a list's base when the platform would not tell its count
 _BUSY_TIMEOUT_S: Final = 60.0
 
@@ -48,6 +49,7 @@ _SCHEMA: Final = (
         spooled INTEGER NOT NULL DEFAULT 0,
         refused TEXT,
         owner_pid INTEGER,
+        last_step INTEGER,
         PRIMARY KEY (execution_id, name)
     ) WITHOUT ROWID""",
     """CREATE TABLE IF NOT EXISTS spool_chunks (
@@ -85,6 +87,7 @@ class SpooledList:
     values: list[Number]
     owner_pid: int | None
     spooled: int = 0  # the sequence number of the next value
+    last_step: int | None = None  # the step of the last value spooled
 
 
 class Spool:
@@ -106,6 +109,9 @@ class Spool:
                 tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
                 if "spool_values" in tables:
                     _chunk_spool_values(db)
+                columns = {row[1] for row in db.execute("PRAGMA table_info(spool_lists)")}
+                if "last_step" not in columns:
+                    db.execute("ALTER TABLE spool_lists ADD COLUMN last_step INTEGER")
                 db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except (OSError, sqlite3.Error) as error:
             self.close()
@@ -155,12 +161,15 @@ class Spool:
         *,
         bases: dict[str, int] | None = None,
         accepted: dict[str, int] | None = None,
+        last_steps: dict[str, int] | None = None,
     ) -> None:
         """Spool new values of one run, in one transaction.
 
         ``lists`` maps a name to (seq of its first new value, values);
         ``bases`` and ``accepted`` bring lists' bases (see :meth:`set_base`)
-        and accepted counts (see :meth:`mark_accepted`) up to date in the same write.
+        and accepted counts (see :meth:`mark_accepted`) up to date in the same
+        write, ``last_steps`` the step of each list's last value (a resumed run
+        does not send again the steps a list already has).
         """
         pid = os.getpid()
         with self._write() as db:
@@ -183,6 +192,10 @@ class Spool:
                 )
             for name, count in (accepted or {}).items():
                 _mark_accepted(db, execution_id, name, count)
+            db.executemany(
+                "UPDATE spool_lists SET last_step = ? WHERE execution_id = ? AND name = ?",
+                [(step, execution_id, name) for name, step in (last_steps or {}).items()],
+            )
             db.executemany(
                 "INSERT INTO spool_scalars (execution_id, name, value, owner_pid) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT DO UPDATE SET value = excluded.value, owner_pid = excluded.owner_pid",
@@ -214,13 +227,13 @@ class Spool:
         pid = os.getpid()
         with self._write() as db:
             row = db.execute(
-                "SELECT base, accepted, spooled, owner_pid FROM spool_lists "
+                "SELECT base, accepted, spooled, owner_pid, last_step FROM spool_lists "
                 "WHERE execution_id = ? AND name = ? AND refused IS NULL",
                 (execution_id, name),
             ).fetchone()
             if row is None:
                 return SpooledList(execution_id, name, None, 0, [], pid)
-            base, accepted, spooled, owner = row
+            base, accepted, spooled, owner, last_step = row
             if process_alive(owner):
                 return None
             db.execute(
@@ -228,7 +241,7 @@ class Spool:
                 (pid, execution_id, name),
             )
             values = self._values(execution_id, name, accepted)
-        return SpooledList(execution_id, name, base, accepted, values, pid, spooled)
+        return SpooledList(execution_id, name, base, accepted, values, pid, spooled, last_step)
 
     def set_base(self, execution_id: str, name: str, base: int) -> None:
         """Record how many values the platform held in this list before this run's first one."""
@@ -262,14 +275,14 @@ class Spool:
             )
 
     def release(self, execution_id: str) -> None:
-        """The run is over: its leftovers (if any) now belong to ``craft-callbacks sync``."""
+        """The run is over: its leftovers (if any) now belong to ``craft-callbacks sync``.
+
+        Each list's row stays (a few numbers): a later recorder of the same
+        execution continues its counts, and a resumed one its last step.
+        """
         with self._write() as db:
             db.execute("UPDATE spool_lists SET owner_pid = NULL WHERE execution_id = ?", (execution_id,))
             db.execute("UPDATE spool_scalars SET owner_pid = NULL WHERE execution_id = ?", (execution_id,))
-            db.execute(
-                "DELETE FROM spool_lists WHERE execution_id = ? AND refused IS NULL AND accepted >= spooled",
-                (execution_id,),
-            )
 
     # -- craft-callbacks sync ----------------------------------------------------
 

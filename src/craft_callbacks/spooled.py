@@ -67,6 +67,7 @@ class _SpoolWrite:
     """What one transaction writes to the spool for one spool key."""
 
     lists: dict[str, tuple[int, list[Number]]] = field(default_factory=dict)
+    last_steps: dict[str, int] = field(default_factory=dict)
     bases: dict[str, int] = field(default_factory=dict)
     accepted: dict[str, int] = field(default_factory=dict)
     scalars: dict[str, Number] = field(default_factory=dict)
@@ -79,7 +80,17 @@ class _Stream:
     ``accepted`` to ``next_seq``; those below ``durable`` are in the spool.
     """
 
-    __slots__ = ("accepted", "acked", "base", "base_durable", "durable", "inherited", "key", "next_seq")
+    __slots__ = (
+        "accepted",
+        "acked",
+        "base",
+        "base_durable",
+        "durable",
+        "inherited",
+        "key",
+        "last_step",
+        "next_seq",
+    )
 
     def __init__(self, key: str) -> None:
         self.key = key
@@ -90,6 +101,7 @@ class _Stream:
         self.inherited = 0  # values of an earlier recorder of this run, taken over
         self.base: int | None = None  # the remote's count before the stream; None: not read yet
         self.base_durable = False
+        self.last_step: int | None = None  # the step of the stream's last value
 
 
 class SpooledDestination(Destination):
@@ -109,6 +121,8 @@ class SpooledDestination(Destination):
         self._spooled_scalars: dict[str, Number] = {}
         self.spool_error: str | None = None
         self._warned: set[str] = set()
+        self._resumed = False
+        self.replayed = 0  # values a resumed run logged again for steps the list already had
 
     def remote_count(self, name: str) -> int | None:
         """How many values the remote holds in list ``name``; None when it will not tell."""
@@ -116,12 +130,24 @@ class SpooledDestination(Destination):
 
     # -- the worker's round ---------------------------------------------------------
 
+    def resume_from(self, step: int) -> None:
+        """The run resumes from a checkpoint: the remote's lists only grow, so values logged again
+        for steps a list already has (sent or spooled before the restart) are not sent twice."""
+        self._resumed = True
+
     def take(self, new: Outbox) -> None:
         for name, (steps, values) in new.lists.items():
             if f"list {name}" in self.rejected:  # a refused list is not kept for later
                 self.rejected_values += len(values)
                 continue
-            self._stream(name).next_seq += len(values)
+            stream = self._stream(name)
+            if self._resumed and stream.last_step is not None:
+                steps, values = self._not_replayed(stream.last_step, steps, values)
+            if not values:
+                continue
+            stream.next_seq += len(values)
+            if steps[-1] is not None:
+                stream.last_step = steps[-1]
             self.pending.add_list(name, steps, values)
         self.pending.scalars.update(new.scalars)
         self._unspooled_scalars.update(new.scalars)
@@ -129,6 +155,16 @@ class SpooledDestination(Destination):
         self._write_spool()
         if self.pending:
             self.progress += 1
+
+    def _not_replayed(
+        self, last: int, steps: list[int | None], values: list[Number]
+    ) -> tuple[list[int | None], list[Number]]:
+        """Drop the values of steps up to ``last``: the list has them from before the resume."""
+        keep = [index for index, at in enumerate(steps) if at is None or at > last]
+        self.replayed += len(values) - len(keep)
+        if len(keep) == len(values):
+            return steps, values
+        return [steps[index] for index in keep], [values[index] for index in keep]
 
     def held(self, name: str) -> int | None:
         stream = self._stream(name)
@@ -271,6 +307,7 @@ class SpooledDestination(Destination):
             return stream
         stream.accepted = stream.acked = left.accepted
         stream.next_seq = stream.durable = stream.inherited = left.accepted + len(left.values)
+        stream.last_step = left.last_step
         if left.values:
             self.pending.add_list(name, [None] * len(left.values), left.values)
         if left.base is not None:  # something was sent: a request may have landed untold
@@ -289,6 +326,8 @@ class SpooledDestination(Destination):
             first = max(stream.durable, stream.accepted)
             if stream.next_seq > first and name in self.pending.lists:
                 write.lists[name] = (first, self.pending.lists[name][1][first - stream.accepted :])
+                if stream.last_step is not None:
+                    write.last_steps[name] = stream.last_step
             if stream.base is not None and not stream.base_durable:
                 write.bases[name] = stream.base
             if stream.acked < stream.accepted:
@@ -299,7 +338,12 @@ class SpooledDestination(Destination):
             for key, write in writes.items():
                 if write.lists or write.bases or write.accepted or write.scalars:
                     self.spool.add(
-                        key, write.lists, write.scalars, bases=write.bases, accepted=write.accepted
+                        key,
+                        write.lists,
+                        write.scalars,
+                        bases=write.bases,
+                        accepted=write.accepted,
+                        last_steps=write.last_steps,
                     )
                     self._written(write)
         except _SPOOL_ERRORS as error:

@@ -440,14 +440,19 @@ class LocalStore:
         hyperparameters: Mapping[str, Any] | None = None,
         execution_id: str | None = None,
     ) -> str:
-        """Create a run and make it the one the SDK-style recording methods write to."""
+        """Create a run and make it the one the SDK-style recording methods write to.
+
+        An ``execution_id`` the store already holds continues that run: it is
+        ``running`` again, and keeps its name, creation time and values.
+        """
         execution_id = execution_id or new_execution_id()
         if pipeline_name is None:
             pipeline_name = default_pipeline_name()
         with self._write() as db:
             db.execute(
                 "INSERT INTO executions (execution_id, pipeline_name, deployment_name, created_at, "
-                "hyperparameters) VALUES (?, ?, ?, ?, ?) ON CONFLICT (execution_id) DO NOTHING",
+                "hyperparameters) VALUES (?, ?, ?, ?, ?) ON CONFLICT (execution_id) DO UPDATE SET "
+                "status = 'running', ended_at = NULL",
                 (
                     execution_id,
                     pipeline_name,
@@ -649,6 +654,47 @@ class LocalStore:
                 }
                 for head in heads
             ]
+
+    def list_counts(self, execution_id: str) -> dict[str, int]:
+        """How many values each list metric of a run holds."""
+        with self._reading() as db:
+            return dict(
+                db.execute(
+                    "SELECT l.name, COALESCE(SUM(c.count), 0) FROM lists l LEFT JOIN list_chunks c "
+                    "USING (list_id) WHERE l.execution_id = ? GROUP BY l.name",
+                    (execution_id,),
+                ).fetchall()
+            )
+
+    def forget_after(self, execution_id: str, step: int) -> int:
+        """Remove a run's list values recorded at steps after ``step`` (a resumed run records them
+        again); returns how many were removed. Values without a step are kept."""
+        removed = 0
+        with self._write() as db:
+            chunks = db.execute(
+                "SELECT c.list_id, c.seq, c.steps, c.vals FROM list_chunks c JOIN lists l USING (list_id) "
+                "WHERE l.execution_id = ? ORDER BY c.list_id, c.seq",
+                (execution_id,),
+            ).fetchall()
+            for list_id, seq, steps_text, values_text in chunks:
+                pairs = list(zip(json.loads(steps_text), json.loads(values_text), strict=True))
+                kept = [(at, value) for at, value in pairs if at is None or at <= step]
+                if len(kept) == len(pairs):
+                    continue
+                removed += len(pairs) - len(kept)
+                db.execute("DELETE FROM list_chunks WHERE list_id = ? AND seq = ?", (list_id, seq))
+                if kept:
+                    db.execute(
+                        "INSERT INTO list_chunks (list_id, seq, count, steps, vals) VALUES (?, ?, ?, ?, ?)",
+                        (
+                            list_id,
+                            seq,
+                            len(kept),
+                            json.dumps([at for at, _ in kept]),
+                            json.dumps([value for _, value in kept]),
+                        ),
+                    )
+        return removed
 
     def list_series(self, execution_id: str, name: str) -> list[tuple[int | None, Number]]:
         """One list metric of one run as ``(step, value)`` pairs, in recording order."""
