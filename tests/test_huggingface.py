@@ -14,6 +14,7 @@ import torch
 from transformers import (
     BertConfig,
     BertForSequenceClassification,
+    PrinterCallback,
     Trainer,
     TrainerCallback,
     TrainerControl,
@@ -22,6 +23,7 @@ from transformers import (
 )
 
 from craft_callbacks import (
+    CraftCallbacksWarning,
     LocalStore,
     MetricLimitWarning,
     MetricRecorder,
@@ -334,3 +336,48 @@ def test_the_same_run_lands_on_the_platform_unchanged(platform: Any, tmp_path: P
     assert scalars["eval_loss"] == metrics["eval_loss"]
     assert scalars["loss"] == on_platform["loss"][-1]
     assert not Path("craft_metrics/metrics.db").exists()
+
+
+class OddLogsTrainer(Trainer):
+    """A Trainer whose ``log`` also hands the callbacks ``logs`` that are not a mapping, as a
+    subclass or another library calling ``callback_handler.on_log`` may."""
+
+    odd: Any = None
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        super().log(logs, start_time)
+        self.control = self.callback_handler.on_log(self.args, self.state, self.control, self.odd)
+
+
+@pytest.mark.parametrize(
+    "odd",
+    [0.5, "loss=0.5", [("loss", 0.5)], np.array([0.5, 0.25]), torch.tensor([0.5])],
+    ids=["float", "str", "list-of-pairs", "numpy-array", "tensor"],
+)
+def test_logs_that_are_not_a_mapping_warn_once_and_training_goes_on(
+    odd: Any, store: LocalStore, tmp_path: Path
+) -> None:
+    callback = CraftAiCallback(sink=store)
+    trainer = OddLogsTrainer(
+        model=tiny_model(),
+        args=arguments(tmp_path, max_steps=4),
+        train_dataset=TinyDataset(32),
+        eval_dataset=TinyDataset(8, seed=1),
+        callbacks=[callback],
+    )
+    trainer.remove_callback(PrinterCallback)  # HF's own printer takes only dicts; this test is about ours
+    trainer.odd = odd
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.train()
+        metrics = trainer.evaluate()  # after training too: the odd logs come after the evaluation's
+    assert trainer.state.global_step == 4
+    ours = [w for w in caught if "craft_callbacks" in str(w.message)]
+    assert len(ours) == 1, [str(w.message) for w in ours]
+    assert issubclass(ours[0].category, CraftCallbacksWarning)
+    assert "not a mapping" in str(ours[0].message) and type(odd).__name__ in str(ours[0].message)
+    assert callback.recorder is not None
+    run = callback.recorder.execution_id
+    assert lists_of(store, run) == expected_lists(trainer.state.log_history)  # the real logs, unchanged
+    assert len(lists_of(store, run)["loss"]) == 4
+    assert scalars_of(store, run)["eval_loss"] == metrics["eval_loss"]

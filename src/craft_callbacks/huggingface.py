@@ -18,11 +18,13 @@ callback off, like HF's own ``DISABLE_MLFLOW_INTEGRATION``.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping
 from typing import Any, Final
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
+from craft_callbacks.exceptions import CraftCallbacksWarning
 from craft_callbacks.hyperparameters import flatten
 from craft_callbacks.recorder import MetricRecorder
 from craft_callbacks.runs import Runs, disabled_by_environment
@@ -92,6 +94,7 @@ class CraftAiCallback(TrainerCallback):
         self.runs = Runs(recorder, sink, **recorder_options) if self.enabled else None
         self._training = False
         self._training_chief = False
+        self._warned: set[str] = set()
 
     @property
     def recorder(self) -> MetricRecorder | None:
@@ -103,6 +106,19 @@ class CraftAiCallback(TrainerCallback):
         if self._training:
             return self._training_chief
         return self.runs is not None and state.is_world_process_zero and args.process_index == 0
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            warnings.warn(f"craft_callbacks: {message}", CraftCallbacksWarning, stacklevel=3)
+
+    def _not_a_mapping(self, event: str, what: str, value: Any) -> None:
+        """An event's values are not a mapping of names to values: not recorded, one warning."""
+        self._warn_once(
+            f"mapping:{event}",
+            f"{event} was given {what} of type {type(value).__name__}, not a mapping of metric names "
+            "to values; they are not recorded (this warning is shown once)",
+        )
 
     def _named(self, logs: Mapping[str, Any]) -> Mapping[str, Any]:
         if not self.prefix:
@@ -125,10 +141,15 @@ class CraftAiCallback(TrainerCallback):
         args: TrainingArguments,
         state: TrainerState,
         control: TrainerControl,
-        logs: Mapping[str, Any] | None = None,
+        logs: Any = None,
         **kwargs: Any,
     ) -> None:
-        if not logs or not self._chief(args, state):
+        if logs is None or not self._chief(args, state):
+            return
+        if type(logs) is not dict and not isinstance(logs, Mapping):
+            self._not_a_mapping("on_log", "logs", logs)
+            return
+        if not logs:
             return
         assert self.runs is not None
         recorder = self.runs.current
@@ -143,10 +164,15 @@ class CraftAiCallback(TrainerCallback):
         args: TrainingArguments,
         state: TrainerState,
         control: TrainerControl,
-        metrics: Mapping[str, Any] | None = None,
+        metrics: Any = None,
         **kwargs: Any,
     ) -> None:
-        if metrics and self._chief(args, state):
+        if metrics is None or not self._chief(args, state):
+            return
+        if not isinstance(metrics, Mapping):
+            self._not_a_mapping("on_predict", "metrics", metrics)
+            return
+        if metrics:
             assert self.runs is not None
             self.runs.log_final(self._named(metrics))
 
