@@ -243,3 +243,27 @@ def test_the_logger_survives_pickling(store: LocalStore) -> None:
     clone.log_metrics({"loss": 1.0}, 0)
     clone.finalize("success")
     assert lists_of(store, clone.version) == {"p-loss": [1.0]}
+
+
+def test_lightning_writes_its_files_in_the_run_folder(store: LocalStore, tmp_path: Path) -> None:
+    ours = CraftAiLogger(sink=store, name="tiny")
+    fitter = trainer([ours], tmp_path, enable_checkpointing=True)
+    fitter.fit(Tiny(), loader(), loader(3, seed=1))
+    run = store.executions()[0]["execution_id"]
+    run_folder = store.path.parent / run
+    assert ours.version == run
+    assert Path(ours.log_dir) == Path(ours.save_dir) == Path(fitter.log_dir or "") == run_folder
+    assert Path(ours.root_dir) == store.path.parent
+    best = Path(fitter.checkpoint_callback.best_model_path)  # type: ignore[union-attr]
+    assert best.is_file() and best.parent == run_folder / "tiny" / run / "checkpoints"
+
+
+def test_each_run_has_its_folder_even_when_turned_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CRAFT_CALLBACKS_DISABLED", "1")
+    first, second = CraftAiLogger(), CraftAiLogger()
+    assert first.save_dir != second.save_dir
+    assert Path(first.save_dir).parent == Path(second.save_dir).parent == Path("craft_metrics")
+    trainer([first], tmp_path, max_epochs=1).fit(Tiny(), loader())
+    assert not Path("craft_metrics/metrics.db").exists()  # nothing recorded

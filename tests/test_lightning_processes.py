@@ -185,8 +185,24 @@ class DataModule(L.LightningDataModule):
 
 
 if __name__ == "__main__":
-    LightningCLI(Model, DataModule, save_config_kwargs={"overwrite": True})
+    LightningCLI(Model, DataModule)  # Lightning's defaults: the config is saved, never overwritten
 """
+
+
+def cli_arguments(*extra: str) -> list[str]:
+    """``fit`` with our logger built from the command line, a tiny CPU training."""
+    return [
+        "fit",
+        "--trainer.accelerator=cpu",
+        "--trainer.devices=1",
+        "--trainer.max_epochs=1",
+        "--trainer.log_every_n_steps=1",
+        "--trainer.logger=craft_callbacks.lightning.CraftAiLogger",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+        f"--data.batches={CLI_BATCHES}",
+        *extra,
+    ]
 
 
 def subprocess_env() -> dict[str, str]:
@@ -289,19 +305,12 @@ def test_lightning_cli_builds_the_logger_from_the_command_line(tmp_path: Path) -
         tmp_path,
         "train_cli.py",
         CLI_SCRIPT,
-        "fit",
-        "--trainer.accelerator=cpu",
-        "--trainer.devices=1",
-        "--trainer.max_epochs=1",
-        "--trainer.log_every_n_steps=1",
-        "--trainer.logger=craft_callbacks.lightning.CraftAiLogger",
-        f"--trainer.logger.init_args.store_path={store_path}",
-        "--trainer.logger.init_args.name=cli_run",
-        "--trainer.enable_checkpointing=false",
-        "--trainer.enable_progress_bar=false",
-        "--trainer.enable_model_summary=false",
-        f"--model.hidden={CLI_HIDDEN}",
-        f"--data.batches={CLI_BATCHES}",
+        *cli_arguments(
+            f"--trainer.logger.init_args.store_path={store_path}",
+            "--trainer.logger.init_args.name=cli_run",
+            "--trainer.enable_checkpointing=false",
+            f"--model.hidden={CLI_HIDDEN}",
+        ),
     )
     store = LocalStore(store_path)
     try:
@@ -315,10 +324,45 @@ def test_lightning_cli_builds_the_logger_from_the_command_line(tmp_path: Path) -
         assert hyperparameters["lr"] == 0.05, hyperparameters
         assert hyperparameters["batches"] == CLI_BATCHES, hyperparameters  # the datamodule's, merged in
         run_id = run["execution_id"]
+        assert (tmp_path / run_id / "config.yaml").is_file()  # the run's folder, beside the named store
         train_loss = store.list_series(run_id, "train_loss")
         assert len(train_loss) == CLI_BATCHES, train_loss
         assert [step for step, _ in train_loss] == list(range(CLI_BATCHES))
         lists = {row["name"]: row["values"] for row in store.get_list_metrics(execution_id=run_id)}
         assert len(lists["val_loss"]) == 1
+    finally:
+        store.close()
+
+
+@pytest.mark.slow
+def test_lightning_cli_twice_in_one_folder_one_folder_per_run(tmp_path: Path) -> None:
+    """Each run gets its folder, ``craft_metrics/<run id>/``: its saved config and its checkpoints."""
+    yaml = pytest.importorskip("yaml")
+    hidden_sizes = (CLI_HIDDEN, CLI_HIDDEN + 4)  # one per run: they tell the runs and configs apart
+    for hidden in hidden_sizes:
+        run_script(tmp_path, "train_cli.py", CLI_SCRIPT, *cli_arguments(f"--model.hidden={hidden}"))
+
+    folder = tmp_path / "craft_metrics"
+    store = LocalStore(folder / "metrics.db")
+    try:
+        runs = store.executions()
+        assert sorted(run["hyperparameters"]["hidden"] for run in runs) == sorted(hidden_sizes), runs
+        for run in runs:
+            run_id, hidden = run["execution_id"], run["hyperparameters"]["hidden"]
+            assert run["status"] == "success", run
+            train_loss = store.list_series(run_id, "train_loss")
+            assert [step for step, _ in train_loss] == list(range(CLI_BATCHES)), (hidden, train_loss)
+            run_folder = folder / run_id
+            config = yaml.safe_load((run_folder / "config.yaml").read_text())
+            assert config["model"]["hidden"] == hidden, config["model"]
+            checkpoints = sorted(run_folder.rglob("*.ckpt"))
+            assert len(checkpoints) == 1, (run_id, sorted(folder.rglob("*")))
+        assert len({run["execution_id"] for run in runs}) == 2
+        assert sorted(path.relative_to(folder).parts[0] for path in folder.rglob("config.yaml")) == sorted(
+            run["execution_id"] for run in runs
+        )
+        assert sorted(path.relative_to(folder).parts[0] for path in folder.rglob("*.ckpt")) == sorted(
+            run["execution_id"] for run in runs
+        )
     finally:
         store.close()

@@ -10,7 +10,10 @@ A thin translation of the Logger interface into recorder calls:
   -> hyperparameters;
 * ``finalize(status)`` after ``fit`` -> the run closes (last values become
   scalars) and keeps its status (success, failed, interrupted);
-* ``save()`` costs nothing: delivery is the recorder's background worker.
+* ``save()`` costs nothing: delivery is the recorder's background worker;
+* ``save_dir`` / ``log_dir``: the run's folder, ``<store folder>/<run id>``,
+  where Lightning writes its own files (``LightningCLI``'s ``config.yaml``,
+  checkpoints), one folder per run as with Lightning's own loggers.
 
 Lightning hands a logger no trainer. At the start of each stage it calls
 ``log_graph(model)``; the model's public ``trainer`` tells the stage and the
@@ -22,6 +25,7 @@ after its ``finalize`` as end-of-run values. Only the global rank 0 records.
 from __future__ import annotations
 
 import math
+import os
 import sys
 from argparse import Namespace
 from pathlib import Path
@@ -41,7 +45,7 @@ from craft_callbacks.recorder import (
 )
 from craft_callbacks.runs import Runs, disabled_by_environment
 from craft_callbacks.sinks.craft_ai import DEFAULT_REQUEST_TIMEOUT_S
-from craft_callbacks.sinks.local_store import LocalStore, default_store_path
+from craft_callbacks.sinks.local_store import LocalStore, default_store_path, new_execution_id
 from craft_callbacks.thinning import DEFAULT_MAX_LIST_VALUES
 
 __all__ = ["CraftAiLogger"]
@@ -115,6 +119,7 @@ class CraftAiLogger(Logger):
         self._trainer: Any = None
         self._pending_hyperparameters: dict[str, Any] = {}
         self._store_in_use: Path | None = None
+        self._disabled_version = f"disabled-{new_execution_id()}"
         self._runs = self._make_runs()
 
     def _make_runs(self) -> Runs | None:
@@ -136,18 +141,34 @@ class CraftAiLogger(Logger):
         return self._name or "craft_callbacks"
 
     @property
-    def save_dir(self) -> str:
-        """Where Lightning writes beside the metrics (checkpoints, the CLI's config): the store's folder."""
+    def root_dir(self) -> str:
+        """The store's folder (``./craft_metrics`` by default): each run's folder is in it."""
         if self._store_in_use is not None:
             return str(self._store_in_use.parent)
         store_path = self._options["store_path"]
         return str((Path(store_path) if store_path else default_store_path()).parent)
 
     @property
+    def log_dir(self) -> str:
+        """The folder of the current (or next) run: ``<root_dir>/<run id>``, one per run."""
+        return os.path.join(self.root_dir, self.version)
+
+    @property
+    def save_dir(self) -> str:
+        """Where Lightning writes its own files for this run: the run's folder (:attr:`log_dir`).
+
+        Lightning takes the first logger's ``save_dir`` as ``trainer.log_dir``
+        (``LightningCLI`` saves its ``config.yaml`` there) and puts
+        ``ModelCheckpoint``'s files in ``<save_dir>/<name>/<version>/checkpoints``:
+        both land in the run's folder, so two runs never share one.
+        """
+        return self.log_dir
+
+    @property
     def version(self) -> str:
-        """The id of the current (or next) run."""
+        """The id of the current (or next) run (turned off: an id of this logger's own, for its folder)."""
         if self._runs is None:
-            return "disabled"
+            return self._disabled_version
         return self._runs.current.execution_id if self._runs.current else self._runs.next_execution_id
 
     @property
