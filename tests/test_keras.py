@@ -10,7 +10,7 @@ import keras
 import numpy as np
 import pytest
 
-from craft_callbacks import LocalStore, NonFiniteMetricWarning, NonNumericMetricWarning
+from craft_callbacks import LocalStore, MetricRecorder, NonFiniteMetricWarning, NonNumericMetricWarning
 from craft_callbacks.keras import CraftAiKerasCallback
 
 BATCHES_PER_EPOCH = 8
@@ -150,3 +150,68 @@ def test_out_of_order_batch_hooks_are_recorded_in_step_order(store: LocalStore) 
         (step + 1, float(step)) for step in range(6)
     ]
     assert store.list_series(callback.recorder.execution_id, "loss") == [(6, 9.0)]
+
+
+def grouped_model(steps_per_execution: int) -> keras.Model:
+    """A compiled model whose fit() would run batches in groups (JAX, TensorFlow; torch refuses it)."""
+    built = model()
+    built.compile(
+        optimizer=keras.optimizers.SGD(learning_rate=0.05),
+        loss=keras.losses.BinaryCrossentropy(from_logits=True),
+        steps_per_execution=steps_per_execution,
+    )
+    return built
+
+
+@pytest.mark.parametrize(
+    ("every", "order", "expected"),
+    [
+        # groups of 4 in epochs of 10 batches: the hook fires at batches 3, 7 and 11 (the last
+        # group holds 2 batches), once a group; the value is the loss the hook got (100 * epoch + batch)
+        (5, (7, 3, 11), [(8, 7.0), (10, 11.0), (18, 107.0), (20, 111.0)]),  # first group end past 5, 10...
+        (3, (11, 7, 3), [(4, 3.0), (8, 7.0), (10, 11.0), (14, 103.0), (18, 107.0)]),  # not (18, 20]
+        (50, (3, 7, 11), []),  # 20 batches: no multiple of 50 reached
+    ],
+)
+def test_grouped_batch_hooks_record_each_multiple_once_at_the_real_batch_count(
+    store: LocalStore, every: int, order: tuple[int, ...], expected: list[tuple[int, float]]
+) -> None:
+    """``steps_per_execution=4``: Keras calls the batch hook once a group, with its last batch index."""
+    callback = CraftAiKerasCallback(sink=store, log_every_n_steps=every)
+    callback.set_model(grouped_model(4))
+    callback.set_params({"epochs": 2, "steps": 10, "verbose": 0})
+    callback.on_train_begin()
+    for epoch in range(2):
+        callback.on_epoch_begin(epoch)
+        for batch in order:  # out of order, as from Keras's thread pool
+            callback.on_train_batch_end(batch, {"loss": 100.0 * epoch + batch})
+        callback.on_epoch_end(epoch, {"loss": float(epoch)})
+    callback.on_train_end()
+    assert callback.recorder is not None
+    run = callback.recorder.execution_id
+    assert store.list_series(run, "loss") == [(10, 0.0), (20, 1.0)]
+    assert store.list_series(run, "batch_loss") == expected
+
+
+class CountingRecorder(MetricRecorder):
+    """A recorder that keeps the number of events it was told to expect and the ones it got."""
+
+    expected: int | None = None
+    calls = 0
+
+    def expect_events(self, count: int | None) -> None:
+        self.expected = count
+        super().expect_events(count)
+
+    def log_step(self, metrics: Any, step: int | None = None) -> None:
+        self.calls += 1
+        super().log_step(metrics, step)
+
+
+def test_the_expected_number_of_events_is_the_number_of_log_step_calls(store: LocalStore) -> None:
+    recorder = CountingRecorder(store)
+    callback = CraftAiKerasCallback(recorder, log_every_n_steps=3)  # 8 batches an epoch: 24 in all
+    model().fit(*data(), batch_size=8, epochs=3, callbacks=[callback], verbose=0)
+    recorder.close()
+    assert recorder.calls == 3 + 24 // 3  # 3 epochs, and a batch log at steps 3, 6, ..., 24
+    assert recorder.expected == recorder.calls

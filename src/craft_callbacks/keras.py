@@ -4,9 +4,13 @@ A thin translation of Keras's callback events into recorder calls:
 
 * every ``on_epoch_end`` -> ``log_step`` with Keras's own names (``loss``,
   compiled metrics, ``val_*``): the lists equal ``History.history``;
-* every ``log_every_n_steps``-th batch -> ``log_step`` under ``batch_``
+* every ``log_every_n_steps`` batches -> ``log_step`` under ``batch_``
   names (``batch_loss``, ``batch_accuracy``: Keras's running means since the
-  start of the epoch), at a global step that keeps counting across epochs;
+  start of the epoch), at the batch count, a global step that keeps counting
+  across epochs. With ``steps_per_execution=k`` (JAX, TensorFlow) Keras calls
+  the batch hook once every ``k`` batches, with the last batch's index: each
+  multiple of ``log_every_n_steps`` is then recorded once, at the first hook
+  that reaches it, at that hook's real batch count;
 * ``on_train_end`` -> the run closes (last values become scalars);
 * ``model.evaluate()`` outside ``fit`` -> scalars of the last run;
 * ``params``, the optimizer's config and ``hyperparameters=`` -> hyperparameters.
@@ -67,6 +71,14 @@ def is_chief() -> bool:
     return True
 
 
+def steps_per_execution(model: Any) -> int:
+    """The number of batches Keras runs between two batch hooks (1 when it cannot be read)."""
+    try:
+        return max(1, int(getattr(model, "steps_per_execution", 1) or 1))
+    except Exception:
+        return 1
+
+
 class CraftAiKerasCallback(keras.callbacks.Callback):  # type: ignore[misc]
     """Record a Keras ``fit`` on the Craft AI platform (or the local store).
 
@@ -100,16 +112,21 @@ class CraftAiKerasCallback(keras.callbacks.Callback):  # type: ignore[misc]
         self._epoch_start = 0
         self._batches = 0
         self._steps_per_epoch: int | None = None
+        self._group = 1  # steps_per_execution: batches between two batch hooks
         self._seen: list[int] = []
-        self._batch_logs = InOrder(self._log_batch, max(1, self.log_every_n_steps))
+        # Batch logs are put in order by a key that goes up by one from each logged hook to the
+        # next (see on_train_batch_end); the step each is recorded at waits here.
+        self._batch_steps: dict[int, int] = {}
+        self._batch_logs = InOrder(self._log_batch, 1)
 
     @property
     def recorder(self) -> MetricRecorder | None:
         """The recorder of the current (or last) run."""
         return self.runs.current if self.runs else None
 
-    def _log_batch(self, metrics: Mapping[str, Any], step: int) -> None:
-        if self.runs is not None:
+    def _log_batch(self, metrics: Mapping[str, Any], key: int) -> None:
+        step = self._batch_steps.pop(key, None)
+        if self.runs is not None and step is not None:
             self.runs.log_step(metrics, step)
 
     def _expected_events(self) -> int | None:
@@ -117,8 +134,8 @@ class CraftAiKerasCallback(keras.callbacks.Callback):  # type: ignore[misc]
         epochs, steps = params.get("epochs"), params.get("steps")
         if not epochs:
             return None
-        per_epoch = 1 + (steps // self.log_every_n_steps if steps and self.log_every_n_steps else 0)
-        return int(epochs) * per_epoch
+        batches = int(epochs) * int(steps) if steps else 0  # the batch count goes on across epochs
+        return int(epochs) + (batches // self.log_every_n_steps if self.log_every_n_steps else 0)
 
     def _run_hyperparameters(self) -> dict[str, Any]:
         params = flatten(self.params or {}, "params")
@@ -137,6 +154,8 @@ class CraftAiKerasCallback(keras.callbacks.Callback):  # type: ignore[misc]
         self._training = True
         self._epoch_start = self._batches = 0
         self._seen = []
+        self._batch_steps.clear()
+        self._group = steps_per_execution(self.model)
         steps = (self.params or {}).get("steps")
         self._steps_per_epoch = int(steps) if steps else None
         self.runs.start(self._expected_events(), self._run_hyperparameters())
@@ -144,20 +163,29 @@ class CraftAiKerasCallback(keras.callbacks.Callback):  # type: ignore[misc]
     def on_epoch_begin(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
         self._epoch_start += self._batches
         self._batches = 0
-        first = (
-            self.log_every_n_steps - self._epoch_start % self.log_every_n_steps
-            if self.log_every_n_steps
-            else 0
-        )
-        self._batch_logs.expect(self._epoch_start + first)
+        every = self.log_every_n_steps
+        self._batch_logs.expect(0 if not every or self._group >= every else self._epoch_start // every + 1)
 
     def on_train_batch_end(self, batch: int, logs: Mapping[str, Any] | None = None) -> None:
-        step = self._epoch_start + batch + 1
         if self._steps_per_epoch is None:  # a dataset of unknown length: its end tells
             self._seen.append(batch)  # atomic, whichever thread Keras runs this on
-        if not (self.log_every_n_steps and step % self.log_every_n_steps == 0 and logs and self._training):
+        every = self.log_every_n_steps
+        if not (every and logs and self._training):
             return
-        self._batch_logs.add(step, {f"{BATCH_PREFIX}{key}": value for key, value in logs.items()})
+        # Keras ran the batches after ``batch + 1 - group`` up to ``batch`` (an index past the
+        # epoch's end for a short last group) since the hook before: the run's batch count went
+        # from ``begin`` to ``end``. Record when that passed a multiple of ``every``, at ``end``.
+        done = batch + 1 if self._steps_per_epoch is None else min(batch + 1, self._steps_per_epoch)
+        end = self._epoch_start + done
+        begin = self._epoch_start + max(0, batch + 1 - self._group)
+        if end // every == begin // every:
+            return
+        # The hooks that record are consecutive multiples (group < every: one multiple each) or
+        # every group of the epoch (group >= every): either numbers them one after the other.
+        key = batch // self._group if self._group >= every else end // every
+        if self._batch_steps.setdefault(key, end) != end:
+            return  # this multiple was recorded already (atomic, whichever thread)
+        self._batch_logs.add(key, {f"{BATCH_PREFIX}{name}": value for name, value in logs.items()})
 
     def _count_batches(self) -> None:
         """The epoch's batches, once Keras has run all its batch hooks (async ones included)."""
