@@ -15,6 +15,12 @@ A thin translation of the Logger interface into recorder calls:
   where Lightning writes its own files (``LightningCLI``'s ``config.yaml``,
   checkpoints), one folder per run as with Lightning's own loggers.
 
+Lightning Fabric (``Fabric(loggers=[CraftAiLogger()])``) only calls
+``log_metrics`` (``fabric.log``, ``fabric.log_dict``): its values are one run,
+ended by ``fabric.logger.finalize(status)`` or, failing that, when the script
+ends, with the status of how it ended (``success``; ``failed`` or
+``interrupted`` when an exception ends it).
+
 Lightning hands a logger no trainer. At the start of each stage it calls
 ``log_graph(model)``; the model's public ``trainer`` tells the stage and the
 expected number of logging events. With ``enable_autolog_hparams=False``
@@ -24,9 +30,12 @@ after its ``finalize`` as end-of-run values. Only the global rank 0 records.
 
 from __future__ import annotations
 
+import atexit
 import math
+import multiprocessing
 import os
 import sys
+import weakref
 from argparse import Namespace
 from pathlib import Path
 from typing import Any
@@ -52,6 +61,39 @@ __all__ = ["CraftAiLogger"]
 
 _FIT = "fit"
 _LIGHTNING_JOIN = "-"  # Lightning's loggers join a prefix to names with "-"
+
+
+def _exit_status() -> str:
+    """How the script is ending: ``success``, or the status of the exception that ends it.
+
+    When an exception nobody caught ends a script, Python prints it and keeps
+    it in ``sys.last_exc`` (``sys.last_value`` before 3.12) before the
+    ``atexit`` hooks run; a script that reaches its end keeps none.
+    """
+    error = getattr(sys, "last_exc", None) or getattr(sys, "last_value", None)
+    if error is None:
+        return "success"
+    return "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
+
+
+_open_at_exit: weakref.WeakSet[CraftAiLogger] = weakref.WeakSet()
+_exit_hook_installed = False
+
+
+def _end_open_runs() -> None:
+    """At interpreter exit: end the runs no ``finalize`` ended (Fabric never calls it), as the script ended.
+
+    Installed once a run is open, so after the recorder's own exit hook, and
+    ``atexit`` runs the later hook first: these runs get their status before
+    the recorder closes whatever is left as ``exited``. A process started by
+    ``multiprocessing`` (a spawned rank) ends through its parent's machinery,
+    which keeps the exception to itself: its runs are left to that hook.
+    """
+    if multiprocessing.parent_process() is not None:
+        return
+    status = _exit_status()
+    for logger in list(_open_at_exit):
+        logger._end_at_exit(status)
 
 
 def _expected_events(trainer: Any) -> int | None:
@@ -120,6 +162,7 @@ class CraftAiLogger(Logger):
         self._pending_hyperparameters: dict[str, Any] = {}
         self._store_in_use: Path | None = None
         self._disabled_version = f"disabled-{new_execution_id()}"
+        self._exit_pid: int | None = None  # the process whose exit ends an open run
         self._runs = self._make_runs()
 
     def _make_runs(self) -> Runs | None:
@@ -197,9 +240,25 @@ class CraftAiLogger(Logger):
             self._pending_hyperparameters = {}
 
     def _start_run(self, expected_events: int | None) -> None:
+        global _exit_hook_installed
         assert self._runs is not None
         self._runs.start(expected_events, self._pending_hyperparameters, pipeline_name=self._name)
         self._pending_hyperparameters = {}
+        if self._runs.recording:
+            self._exit_pid = os.getpid()
+            _open_at_exit.add(self)
+            if not _exit_hook_installed:
+                _exit_hook_installed = True
+                atexit.register(_end_open_runs)
+
+    def _end_at_exit(self, status: str) -> None:
+        """The script ends with this logger's run still open: it ends with the script's status."""
+        try:
+            if self._runs is not None and self._runs.recording and self._exit_pid == os.getpid():
+                self._runs.end(status)
+                self._stage = "ended"
+        except Exception:  # never a traceback at exit: the recorder's own hook closes what is left
+            pass
 
     @rank_zero_only
     def log_hyperparams(self, params: dict[str, Any] | Namespace, *args: Any, **kwargs: Any) -> None:
