@@ -38,7 +38,8 @@ def main(learning_rate: float = 0.05, epochs: int = 8) -> None:
     with warnings.catch_warnings():  # numpy 2 about Keras's own torch tensors: not for a demo
         warnings.filterwarnings("ignore", message="__array__ implementation doesn't accept a copy keyword")
         model.fit(x, y, batch_size=32, epochs=epochs, validation_split=0.2, callbacks=[callback], verbose=0)
-        model.evaluate(x[:256], y[:256], callbacks=[callback], verbose=0)  # after fit: scalars
+        # after fit: scalars eval_loss, eval_binary_accuracy (the callback must be passed)
+        model.evaluate(x[:256], y[:256], callbacks=[callback], verbose=0)
 
 
 if __name__ == "__main__":

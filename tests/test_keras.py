@@ -65,22 +65,49 @@ def test_epoch_lists_equal_history_and_batch_lists_have_their_length(store: Loca
     assert scalars["batch_loss"] == lists["batch_loss"][-1]
 
 
-def test_evaluate_outside_fit_gives_scalars_and_a_second_fit_a_new_run(store: LocalStore) -> None:
+def test_evaluate_after_fit_keeps_the_training_scalars_and_records_eval_names(store: LocalStore) -> None:
     callback = CraftAiKerasCallback(sink=store, log_every_n_steps=0)
     trained = model()
     x, y = data()
-    trained.fit(x, y, batch_size=8, epochs=2, callbacks=[callback], verbose=0)
+    history = trained.fit(
+        x, y, batch_size=8, epochs=2, validation_split=0.25, callbacks=[callback], verbose=0
+    )
     assert callback.recorder is not None
     first = callback.recorder.execution_id
     assert not any(name.startswith("batch_") for name in lists_of(store, first))  # 0 turns them off
+    trained_scalars = scalars_of(store, first)
+    assert trained_scalars["loss"] == pytest.approx(history.history["loss"][-1], rel=1e-6)
+    assert trained_scalars["val_loss"] == pytest.approx(history.history["val_loss"][-1], rel=1e-6)
+
     results = trained.evaluate(*data(1), batch_size=8, callbacks=[callback], return_dict=True, verbose=0)
+    assert results["loss"] != pytest.approx(history.history["loss"][-1])  # other data, another loss
     scalars = scalars_of(store, first)  # delivered before evaluate() returned
-    assert scalars["loss"] == pytest.approx(results["loss"])
-    assert scalars["binary_accuracy"] == pytest.approx(results["binary_accuracy"])
+    assert {
+        name: scalars[name] for name in trained_scalars
+    } == trained_scalars  # the training's, as they were
+    evaluation = {name: value for name, value in scalars.items() if name not in trained_scalars}
+    assert evaluation == pytest.approx({f"eval_{key}": value for key, value in results.items()})
+    assert set(evaluation) == {"eval_loss", "eval_binary_accuracy"}
+    assert not set(evaluation) & set(history.history)  # never one of fit's names (loss, val_*)
     assert len(lists_of(store, first)["loss"]) == 2  # the list did not grow
+
+    again = trained.evaluate(*data(2), batch_size=8, callbacks=[callback], return_dict=True, verbose=0)
+    scalars = scalars_of(store, first)
+    assert scalars["eval_loss"] == pytest.approx(again["loss"]) != results["loss"]  # the latest one
+    assert {name: scalars[name] for name in trained_scalars} == trained_scalars
     trained.fit(x, y, batch_size=8, epochs=1, callbacks=[callback], verbose=0)
     assert callback.recorder.execution_id != first
     assert len(store.executions()) == 2
+
+
+def test_evaluate_without_fit_is_a_run_of_eval_scalars(store: LocalStore) -> None:
+    callback = CraftAiKerasCallback(sink=store)
+    results = model().evaluate(*data(1), batch_size=8, callbacks=[callback], return_dict=True, verbose=0)
+    (run,) = store.executions()
+    assert scalars_of(store, run["execution_id"]) == pytest.approx(
+        {"eval_loss": results["loss"], "eval_binary_accuracy": results["binary_accuracy"]}
+    )
+    assert lists_of(store, run["execution_id"]) == {}
 
 
 def test_hyperparameters_from_params_optimizer_and_user(store: LocalStore) -> None:

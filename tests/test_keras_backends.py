@@ -219,12 +219,14 @@ def test_fit_evaluate_and_a_second_fit_on_the_backend(backend_run: tuple[dict[st
     assert batch_steps == list(range(LOG_EVERY_N_STEPS, EPOCHS * STEPS_PER_EPOCH + 1, LOG_EVERY_N_STEPS))
     assert len(lists["batch_binary_accuracy"]) == len(batch_steps)
 
-    scalars = scalars_of(store, first)  # the last values, then evaluate()'s results
-    assert scalars["val_loss"] == pytest.approx(history["val_loss"][-1], rel=1e-6)
+    scalars = scalars_of(store, first)  # the last values of the lists, then evaluate()'s results
+    for key, values in history.items():  # training's scalars: evaluate() wrote over none of them
+        assert scalars[key] == pytest.approx(values[-1], rel=1e-6), key
     assert scalars["batch_loss"] == lists["batch_loss"][-1]
     results = report["evaluate"]
-    assert scalars["loss"] == pytest.approx(results["loss"], rel=1e-6)
-    assert scalars["binary_accuracy"] == pytest.approx(results["binary_accuracy"], rel=1e-6)
+    assert results["loss"] != pytest.approx(history["loss"][-1])  # other data, another loss
+    assert scalars["eval_loss"] == pytest.approx(results["loss"], rel=1e-6)
+    assert scalars["eval_binary_accuracy"] == pytest.approx(results["binary_accuracy"], rel=1e-6)
     assert len(lists["loss"]) == EPOCHS  # evaluate() did not grow the list
 
     assert second != first  # the second fit() is a new run

@@ -12,7 +12,9 @@ A thin translation of Keras's callback events into recorder calls:
   multiple of ``log_every_n_steps`` is then recorded once, at the first hook
   that reaches it, at that hook's real batch count;
 * ``on_train_end`` -> the run closes (last values become scalars);
-* ``model.evaluate()`` outside ``fit`` -> scalars of the last run;
+* ``model.evaluate(..., callbacks=[callback])`` outside ``fit`` -> scalars of
+  the last run under ``eval_`` names (``eval_loss``, ``eval_accuracy``), so
+  that they never replace the training's ``loss`` (nor ``val_*``);
 * ``params``, the optimizer's config and ``hyperparameters=`` -> hyperparameters.
 
 The callback is ``async_safe``: Keras may run its batch hooks on a thread
@@ -37,9 +39,10 @@ from craft_callbacks.ordering import InOrder
 from craft_callbacks.recorder import MetricRecorder
 from craft_callbacks.runs import Runs, disabled_by_environment
 
-__all__ = ["BATCH_PREFIX", "CraftAiKerasCallback"]
+__all__ = ["BATCH_PREFIX", "EVAL_PREFIX", "CraftAiKerasCallback"]
 
 BATCH_PREFIX: Final = "batch_"
+EVAL_PREFIX: Final = "eval_"  # evaluate() after fit: HF's names; Keras's own are loss, <metric>, val_*
 DEFAULT_LOG_EVERY_N_STEPS: Final = 50
 
 
@@ -88,6 +91,10 @@ class CraftAiKerasCallback(keras.callbacks.Callback):  # type: ignore[misc]
     new run to ``sink`` (``"auto"``: the platform inside an execution, the
     local store elsewhere). ``hyperparameters`` are kept with each run. Other
     keyword arguments go to ``MetricRecorder``.
+
+    ``model.evaluate()`` after ``fit`` is recorded only when the callback is
+    passed to it (``callbacks=[callback]``): scalars named ``eval_loss``,
+    ``eval_<metric>``.
     """
 
     async_safe = True
@@ -206,7 +213,8 @@ class CraftAiKerasCallback(keras.callbacks.Callback):  # type: ignore[misc]
     def on_test_end(self, logs: Mapping[str, Any] | None = None) -> None:
         if self.runs is None or self._training or not logs or not is_chief():
             return  # validation inside fit arrives with the epoch logs (val_*)
-        self.runs.log_final(logs)
+        # evaluate() after fit, on other data: its own names, never the training's loss or val_*
+        self.runs.log_final({f"{EVAL_PREFIX}{key}": value for key, value in logs.items()})
 
     def on_train_end(self, logs: Mapping[str, Any] | None = None) -> None:
         if self.runs is None or not self._training:
