@@ -285,6 +285,7 @@ import sys
 
 out_path, store_path, pids_dir = sys.argv[1:4]
 steps = int(sys.argv[4])
+cpu = sys.argv[5] == "cpu"
 with open(os.path.join(pids_dir, os.environ["RANK"]), "w") as file:
     file.write(str(os.getpid()))  # first thing, so the test can end this worker if the run hangs
 
@@ -295,9 +296,9 @@ from accelerate import Accelerator
 from craft_callbacks.accelerate import CraftAiTracker
 
 tracker = CraftAiTracker(store_path=store_path, pipeline_name="ddp")  # on every process, one store
-accelerator = Accelerator(cpu=True, log_with=[tracker])
-rank = accelerator.process_index
-accelerator.init_trackers("project", config={"lr": 0.05, "world_size": accelerator.num_processes})
+accelerator = Accelerator(cpu=cpu, log_with=[tracker])
+rank = int(os.environ["RANK"])  # the launcher's global rank (what Accelerate makes of it is checked below)
+accelerator.init_trackers("project", config={"lr": 0.05})
 torch.manual_seed(0)
 model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 1))
 optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
@@ -305,7 +306,7 @@ x = torch.randn(steps * 2 * 4, 4)
 loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, x.sum(1, keepdim=True)), batch_size=4)
 model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
 logged = []
-for step, (inputs, targets) in enumerate(loader, start=1):
+for step, (inputs, targets) in zip(range(1, steps + 1), loader):  # a whole loader when distributed
     loss = torch.nn.functional.mse_loss(model(inputs), targets)
     accelerator.backward(loss)
     optimizer.step()
@@ -317,9 +318,11 @@ for step, (inputs, targets) in enumerate(loader, start=1):
 tracker.store_init_configuration({"direct_rank": rank})  # straight to the tracker, on every process
 info = {
     "rank": rank,
+    "process_index": accelerator.process_index,
     "world_size": accelerator.num_processes,
     "distributed_type": str(accelerator.distributed_type),
     "backend": dist.get_backend() if dist.is_initialized() else None,
+    "torch_world": [dist.get_rank(), dist.get_world_size()] if dist.is_initialized() else None,
     "recorded": tracker.recorder is not None,
     "logged": logged,
 }
@@ -329,7 +332,7 @@ with open(out_path + f".{rank}.json", "w") as file:
 """
 
 
-def launch_two_processes(tmp_path: Path) -> tuple[Path, list[dict[str, Any]]]:
+def launch_two_processes(tmp_path: Path, cpu: bool) -> tuple[Path, list[dict[str, Any]]]:
     from test_huggingface_multiprocess import CLEARED_ENV, end_hung_run, tail
 
     script = tmp_path / "train_accelerate.py"
@@ -364,6 +367,7 @@ def launch_two_processes(tmp_path: Path) -> tuple[Path, list[dict[str, Any]]]:
         str(store_path),
         str(pids),
         str(LAUNCH_STEPS),
+        "cpu" if cpu else "default",
     ]
     log_path = tmp_path / "launch.log"
     with (
@@ -382,18 +386,35 @@ def launch_two_processes(tmp_path: Path) -> tuple[Path, list[dict[str, Any]]]:
 
 @pytest.mark.slow
 def test_accelerate_launch_two_processes_record_each_value_once(tmp_path: Path) -> None:
-    from store_checks import the_one_run
-
-    store_path, (chief, other) = launch_two_processes(tmp_path)
+    store_path, (chief, other) = launch_two_processes(tmp_path, cpu=True)
     for rank, result in enumerate((chief, other)):
-        assert result["rank"] == rank and result["world_size"] == 2, result
+        assert result["process_index"] == rank and result["world_size"] == 2, result
         assert result["distributed_type"] == "DistributedType.MULTI_CPU" and result["backend"] == "gloo"
-    assert chief["recorded"] and not other["recorded"]  # the other process never opened a run
-    assert len(chief["logged"]) == LAUNCH_STEPS
+        assert result["torch_world"] == [rank, 2]
     assert [values["loss"] for _, values in chief["logged"]] != [
         values["loss"] for _, values in other["logged"]
     ]  # each process trained on its own shard: a value from the other would show
+    check_one_run_of_the_chief(store_path, chief, other)
 
+
+@pytest.mark.slow
+def test_two_processes_accelerate_takes_for_two_main_ones_record_once(tmp_path: Path) -> None:
+    """``accelerate launch --multi_gpu`` on a machine without a GPU and an ``Accelerator()``
+    without ``cpu=True``: Accelerate sets up the process group yet calls each process the main
+    one of a single-process run. The launcher's rank 1 is still not the global rank 0."""
+    store_path, (chief, other) = launch_two_processes(tmp_path, cpu=False)
+    for result in (chief, other):
+        assert result["process_index"] == 0 and result["world_size"] == 1, result  # Accelerate's view
+        assert result["torch_world"] == [result["rank"], 2]  # torch's: two processes
+    check_one_run_of_the_chief(store_path, chief, other)
+
+
+def check_one_run_of_the_chief(store_path: Path, chief: dict[str, Any], other: dict[str, Any]) -> None:
+    from store_checks import the_one_run
+
+    assert chief["rank"] == 0 and other["rank"] == 1
+    assert chief["recorded"] and not other["recorded"]  # the other process never opened a run
+    assert len(chief["logged"]) == LAUNCH_STEPS
     store = LocalStore(store_path)
     try:
         run, lists = the_one_run(store)
@@ -407,7 +428,7 @@ def test_accelerate_launch_two_processes_record_each_value_once(tmp_path: Path) 
             assert [step for step, _ in store.list_series(run, name)] == steps, name
         (execution,) = store.executions()
         assert execution["pipeline_name"] == "ddp"
-        assert execution["hyperparameters"] == {"lr": 0.05, "world_size": 2, "direct_rank": 0}
+        assert execution["hyperparameters"] == {"lr": 0.05, "direct_rank": 0}
         assert scalars_of(store, run) == {"loss": lists["loss"][-1], "rank_seen": 0.0, "direct": 0.0}
     finally:
         store.close()

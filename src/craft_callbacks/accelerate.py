@@ -24,6 +24,7 @@ import warnings
 from collections.abc import Mapping
 from typing import Any
 
+import torch.distributed as dist
 from accelerate.state import PartialState  # type: ignore[import-untyped]
 from accelerate.tracking import GeneralTracker  # type: ignore[import-untyped]
 
@@ -128,10 +129,16 @@ class CraftAiTracker(GeneralTracker):  # type: ignore[misc]  # accelerate is unt
         """Whether this process records: the main process (global rank 0), asked once.
 
         Asked at the first call, not when the tracker is built: Accelerate sets its
-        process state up after the trackers are made.
+        process state up after the trackers are made. Accelerate's answer, and
+        torch's global rank when a process group is up: launched with
+        ``--multi_gpu`` on a machine without a GPU and an ``Accelerator()``
+        without ``cpu=True``, Accelerate calls every process the main one.
         """
         if self._main is None:
-            self._main = bool(PartialState().is_main_process)
+            main = bool(PartialState().is_main_process)
+            if main and dist.is_available() and dist.is_initialized():
+                main = dist.get_rank() == 0
+            self._main = main
         return self._main
 
     def _open_run(self) -> MetricRecorder | None:
