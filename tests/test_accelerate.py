@@ -432,3 +432,29 @@ def check_one_run_of_the_chief(store_path: Path, chief: dict[str, Any], other: d
         assert scalars_of(store, run) == {"loss": lists["loss"][-1], "rank_seen": 0.0, "direct": 0.0}
     finally:
         store.close()
+
+
+def test_the_example_records_its_loop() -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+    try:
+        import accelerate_loop
+    finally:
+        sys.path.pop(0)
+    run = accelerate_loop.main(epochs=2)  # into ./craft_metrics/metrics.db of the test's folder
+    store = LocalStore("craft_metrics/metrics.db")
+    try:
+        (execution,) = store.executions()
+        assert execution["execution_id"] == run and execution["status"] == "success"
+        assert execution["pipeline_name"] == "accelerate-loop"
+        assert execution["hyperparameters"] == {
+            "learning_rate": 0.02,
+            "epochs": 2,
+            "batch_size": 16,
+            "model/hidden": 32,
+        }
+        lists = lists_of(store, run)
+        assert len(lists["train_loss"]) == 2 * 28 // 5 and len(lists["val_loss"]) == 2
+        assert [step for step, _ in store.list_series(run, "val_loss")] == [28, 56]
+        assert scalars_of(store, run)["val_loss"] == lists["val_loss"][-1]
+    finally:
+        store.close()
