@@ -381,3 +381,83 @@ def test_logs_that_are_not_a_mapping_warn_once_and_training_goes_on(
     assert lists_of(store, run) == expected_lists(trainer.state.log_history)  # the real logs, unchanged
     assert len(lists_of(store, run)["loss"]) == 4
     assert scalars_of(store, run)["eval_loss"] == metrics["eval_loss"]
+
+
+class TrialKeeper(TrainerCallback):
+    """What each training of a search saw: its trial's parameters, arguments, log history, evaluation."""
+
+    def __init__(self) -> None:
+        self.trials: list[dict[str, Any]] = []
+
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **_: Any
+    ) -> None:
+        self.trials.append({"params": dict(state.trial_params or {}), "learning_rate": args.learning_rate})
+
+    def on_train_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **_: Any
+    ) -> None:
+        self.trials[-1]["history"] = [dict(entry) for entry in state.log_history]
+
+    def on_evaluate(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        metrics: Any = None,
+        **_: Any,
+    ) -> None:
+        self.trials[-1]["evaluation"] = dict(metrics)
+
+
+def hp_space(trial: Any) -> dict[str, Any]:
+    return {
+        "learning_rate": trial.suggest_float("learning_rate", 1e-4, 1e-2, log=True),
+        "weight_decay": trial.suggest_float("weight_decay", 0.0, 0.1),
+    }
+
+
+@pytest.mark.parametrize("named", [False, True], ids=["default-names", "hp_name"])
+def test_each_hyperparameter_search_trial_is_a_run(named: bool, store: LocalStore, tmp_path: Path) -> None:
+    pytest.importorskip("optuna")
+    callback, keeper = CraftAiCallback(sink=store), TrialKeeper()
+    trainer = Trainer(
+        model_init=tiny_model,
+        args=arguments(tmp_path, max_steps=4),
+        train_dataset=TinyDataset(32),
+        eval_dataset=TinyDataset(8, seed=1),
+        callbacks=[callback, keeper],
+    )
+    best = trainer.hyperparameter_search(
+        hp_space=hp_space,
+        backend="optuna",
+        n_trials=2,
+        direction="minimize",
+        hp_name=(lambda trial: f"lr-search-{trial.number}") if named else None,
+    )
+    assert len(keeper.trials) == 2
+    executions = store.executions()
+    assert len(executions) == 2 and {e["status"] for e in executions} == {"success"}
+    by_number = {e["hyperparameters"]["trial/number"]: e for e in executions}
+    assert sorted(by_number) == [0, 1]
+    for number, trial in enumerate(keeper.trials):
+        execution = by_number[number]
+        run, params = execution["execution_id"], execution["hyperparameters"]
+        assert {key: value for key, value in params.items() if key.startswith("trial/params/")} == {
+            f"trial/params/{key}": value for key, value in trial["params"].items()
+        }
+        assert params["args/learning_rate"] == trial["learning_rate"] == trial["params"]["learning_rate"]
+        if named:
+            assert params["trial/name"] == f"lr-search-{number}"
+        else:
+            assert "trial/name" not in params
+        assert lists_of(store, run) == expected_lists(trial["history"])  # what this trial logged
+        assert len(lists_of(store, run)["loss"]) == 4
+        assert scalars_of(store, run)["eval_loss"] == trial["evaluation"]["eval_loss"]  # the objective
+    best_run = by_number[int(best.run_id)]
+    assert scalars_of(store, best_run["execution_id"])["eval_loss"] == best.objective
+    assert {
+        key.removeprefix("trial/params/"): value
+        for key, value in best_run["hyperparameters"].items()
+        if key.startswith("trial/params/")
+    } == best.hyperparameters

@@ -67,6 +67,15 @@ def hyperparameters(args: TrainingArguments, model: Any) -> dict[str, Any]:
     return params
 
 
+def trial_hyperparameters(state: TrainerState, number: int) -> dict[str, Any]:
+    """A hyperparameter-search trial: ``trial/number``, ``trial/name`` (``hp_name``), ``trial/params/...``."""
+    trial: dict[str, Any] = {"number": number}
+    if getattr(state, "trial_name", None) is not None:
+        trial["name"] = state.trial_name
+    trial["params"] = dict(state.trial_params or {})
+    return flatten(trial, "trial")
+
+
 class CraftAiCallback(TrainerCallback):
     """Record a ``transformers.Trainer`` run on the Craft AI platform (or the local store).
 
@@ -95,6 +104,7 @@ class CraftAiCallback(TrainerCallback):
         self._training = False
         self._training_chief = False
         self._warned: set[str] = set()
+        self._trials = 0  # trainings of the current hyperparameter search seen so far
 
     @property
     def recorder(self) -> MetricRecorder | None:
@@ -106,6 +116,19 @@ class CraftAiCallback(TrainerCallback):
         if self._training:
             return self._training_chief
         return self.runs is not None and state.is_world_process_zero and args.process_index == 0
+
+    def _next_trial(self, state: TrainerState) -> int | None:
+        """The number of this training's trial in a hyperparameter search (None: not a trial).
+
+        Trials are numbered in the order they run, from 0, as a search that starts a
+        new study numbers them (the Trainer hands callbacks a trial's parameters, not
+        its number); a training that is no trial starts the count again.
+        """
+        if getattr(state, "trial_params", None) is None:
+            self._trials = 0
+            return None
+        number, self._trials = self._trials, self._trials + 1
+        return number
 
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:
@@ -130,10 +153,13 @@ class CraftAiCallback(TrainerCallback):
     ) -> None:
         self._training_chief = self._chief(args, state)
         self._training = True
+        trial = self._next_trial(state)
         if not self._training_chief:
             return
         assert self.runs is not None
         params = hyperparameters(args, kwargs.get("model")) if self.log_hyperparameters else None
+        if params is not None and trial is not None:
+            params.update(trial_hyperparameters(state, trial))
         self.runs.start(expected_log_events(args, state), params, pipeline_name=args.run_name or None)
 
     def on_log(
