@@ -9,7 +9,11 @@ A thin translation of the Trainer's events into recorder calls:
 * ``on_train_end`` -> the run closes (last list values become scalars);
 * ``evaluate()`` / ``predict()`` metrics outside training -> scalars of the
   last run, delivered before the call returns;
-* ``TrainingArguments`` and model config numbers -> hyperparameters.
+* ``TrainingArguments`` and model config numbers -> hyperparameters;
+* each trial of ``hyperparameter_search`` is a run: ``trial/number``,
+  ``trial/name`` (``hp_name``) and ``trial/params/...`` join its hyperparameters.
+
+Works with TRL's trainers (``SFTTrainer``...), which are Trainers.
 
 Only the world process zero records. ``CRAFT_CALLBACKS_DISABLED=1`` turns the
 callback off, like HF's own ``DISABLE_MLFLOW_INTEGRATION``.
