@@ -1390,9 +1390,9 @@ def reliability_only(args: argparse.Namespace, output: Path, previous: PreviousR
     note = (
         f"*This section was generated on its own by `{command}` on {started:%Y-%m-%d %H:%M} UTC "
         f"({seconds:.0f} s; commit measured: {commit}; load average at the start {load_start}, at the end "
-        f"{load()}), not by the run the head of this file describes: the other sections are from that run, "
-        "and so are the *before* figures of the hot path below. Run the same command to regenerate this "
-        "section alone, or the full run to regenerate everything.*"
+        f"{load()}), not by the run the head of this file describes: the other sections are from that "
+        "run. Run the same command to regenerate this section alone, or the full run to regenerate "
+        "everything.*"
     )
     if args.quick:
         note += " **A quick smoke run: not the figures of record.**"
