@@ -11,7 +11,11 @@ A thin translation of the Trainer's events into recorder calls:
   last run, delivered before the call returns;
 * ``TrainingArguments`` and model config numbers -> hyperparameters;
 * each trial of ``hyperparameter_search`` is a run: ``trial/number``,
-  ``trial/name`` (``hp_name``) and ``trial/params/...`` join its hyperparameters.
+  ``trial/name`` (``hp_name``) and ``trial/params/...`` join its hyperparameters;
+* ``train(resume_from_checkpoint=...)`` continues the run the checkpoint was
+  taken in, each step once: the callback is one of the Trainer's stateful
+  callbacks (``ExportableState``), so its run id is saved in each checkpoint's
+  ``trainer_state.json`` and read back when the Trainer resumes.
 
 Works with TRL's trainers (``SFTTrainer``...), which are Trainers.
 
@@ -28,12 +32,21 @@ from typing import Any, Final
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
+try:  # transformers >= 4.41: callbacks whose state is saved in each checkpoint
+    from transformers.trainer_callback import ExportableState
+except ImportError:  # pragma: no cover - older transformers: no resume of the run id
+
+    class ExportableState:  # type: ignore[no-redef]
+        """Stands in where transformers saves no callback state."""
+
+
 from craft_callbacks.exceptions import CraftCallbacksWarning
 from craft_callbacks.hyperparameters import flatten
 from craft_callbacks.recorder import MetricRecorder
 from craft_callbacks.runs import Runs, disabled_by_environment
 
 SUMMARY_KEY: Final = "train_runtime"  # in every train summary the Trainer logs (speed_metrics)
+CHECKPOINT_FLUSH_S: Final = 2.0  # at most this long a checkpoint waits for the metrics logged before it
 
 __all__ = ["CraftAiCallback"]
 
@@ -71,6 +84,20 @@ def hyperparameters(args: TrainingArguments, model: Any) -> dict[str, Any]:
     return params
 
 
+def _plain(value: Any) -> bool:
+    """Whether an argument can be saved in a checkpoint's JSON (a sink object cannot)."""
+    return value is None or isinstance(value, (str, int, float, bool))
+
+
+def _saved_run_id(state: TrainerState) -> str | None:
+    """The run id a checkpoint's state saved for this callback, if any."""
+    saved: Any = (getattr(state, "stateful_callbacks", None) or {}).get("CraftAiCallback")
+    if isinstance(saved, list):
+        saved = saved[0] if saved else None
+    run_id = (saved or {}).get("attributes", {}).get("run_id") if isinstance(saved, dict) else None
+    return run_id if isinstance(run_id, str) and run_id else None
+
+
 def trial_hyperparameters(state: TrainerState, number: int) -> dict[str, Any]:
     """A hyperparameter-search trial: ``trial/number``, ``trial/name`` (``hp_name``), ``trial/params/...``."""
     trial: dict[str, Any] = {"number": number}
@@ -80,7 +107,7 @@ def trial_hyperparameters(state: TrainerState, number: int) -> dict[str, Any]:
     return flatten(trial, "trial")
 
 
-class CraftAiCallback(TrainerCallback):
+class CraftAiCallback(TrainerCallback, ExportableState):
     """Record a ``transformers.Trainer`` run on the Craft AI platform (or the local store).
 
     ``recorder``: a :class:`~craft_callbacks.MetricRecorder` to use for every
@@ -101,6 +128,12 @@ class CraftAiCallback(TrainerCallback):
         log_hyperparameters: bool = True,
         **recorder_options: Any,
     ) -> None:
+        self._arguments = {
+            "prefix": prefix,
+            "log_hyperparameters": log_hyperparameters,
+            **{key: value for key, value in recorder_options.items() if _plain(value)},
+        }
+        self.run_id: str | None = None  # the run being recorded: saved in each checkpoint
         self.enabled = not disabled_by_environment()
         self.prefix = prefix
         self.log_hyperparameters = log_hyperparameters
@@ -164,7 +197,26 @@ class CraftAiCallback(TrainerCallback):
         params = hyperparameters(args, kwargs.get("model")) if self.log_hyperparameters else None
         if params is not None and trial is not None:
             params.update(trial_hyperparameters(state, trial))
-        self.runs.start(expected_log_events(args, state), params, pipeline_name=args.run_name or None)
+        resumed = state.global_step > 0  # train(resume_from_checkpoint=...) loaded a checkpoint
+        if resumed:
+            self._continue(_saved_run_id(state))
+        recorder = self.runs.start(
+            expected_log_events(args, state),
+            params,
+            pipeline_name=args.run_name or None,
+            resume_step=state.global_step if resumed else None,
+        )
+        self.run_id = recorder.execution_id if recorder is not None else None
+
+    def _continue(self, run_id: str | None) -> None:
+        """A resumed training continues the checkpoint's run (unless one is named explicitly)."""
+        assert self.runs is not None
+        if run_id and not self.runs.explicit_run_id:
+            self.runs.next_execution_id = run_id
+
+    def state(self) -> dict[str, Any]:
+        """What each checkpoint keeps of this callback: its run id (and its plain arguments)."""
+        return {"args": dict(self._arguments), "attributes": {"run_id": self.run_id}}
 
     def on_log(
         self,
@@ -205,6 +257,14 @@ class CraftAiCallback(TrainerCallback):
         if metrics:
             assert self.runs is not None
             self.runs.log_final(self._named(metrics))
+
+    def on_save(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        """A checkpoint was saved: what was logged up to it is delivered too (bounded wait), so a
+        training killed later and resumed from it misses no step."""
+        if self._training and self._training_chief and self.runs is not None and self.runs.current:
+            self.runs.current.flush(timeout=CHECKPOINT_FLUSH_S)
 
     def on_train_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any

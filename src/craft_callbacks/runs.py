@@ -41,6 +41,8 @@ class Runs:
         self._sink = None if recorder is not None else resolve_sink(sink, options.get("store_path"))
         self.current: MetricRecorder | None = recorder
         self.next_execution_id = self._new_id()
+        # a run named by run_id= or $CRAFT_CALLBACKS_RUN_ID wins over one a checkpoint saved
+        self.explicit_run_id = bool(options.get("run_id") or os.environ.get(RUN_ID_ENV))
         self._warned = False
 
     def _new_id(self) -> str:
