@@ -501,3 +501,14 @@ def test_not_a_mapping_does_not_raise_and_warns_once(metrics: Any, method: str) 
     assert run.sink.lists["later_step"] == [0.5]
     assert run.sink.scalars["later_step"] == 0.5
     assert run.sink.scalars["later_final"] == 0.9
+
+
+@pytest.mark.parametrize("given", [pytest.param(0.5, id="float"), pytest.param(["loss", 1.0], id="list")])
+def test_a_call_given_no_mapping_says_so_once(given: Any) -> None:
+    with recording() as (recorder, run):
+        for _ in range(REPEATS):
+            recorder.log_step(given)
+            recorder.log_final(given)
+        recorder.log_step({"loss": 1.0})
+    assert run.sink.lists == {"loss": [1.0]}
+    assert run.count(CraftCallbacksWarning, "takes a mapping") == 2  # once per method, not per call

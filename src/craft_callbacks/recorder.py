@@ -253,7 +253,7 @@ class MetricRecorder:
             if self._deferred:
                 self._emit_deferred()
         except Exception as error:  # never into the training loop
-            self._internal_error("log_step", error)
+            self._failed("log_step", metrics, error)
 
     def log_final(self, metrics: Mapping[Any, Any]) -> None:
         """Set each numeric value of ``metrics`` as the scalar metric of its name (the last value wins).
@@ -274,7 +274,7 @@ class MetricRecorder:
             else:
                 self._deliver_now(scalars)
         except Exception as error:
-            self._internal_error("log_final", error)
+            self._failed("log_final", metrics, error)
 
     def log_hyperparams(self, params: Mapping[str, Any]) -> None:
         """Keep hyperparameters with the run (in the local store; the platform has no place for them)."""
@@ -478,6 +478,18 @@ class MetricRecorder:
             return
         self._warned.add(key)
         warnings.warn(f"craft_callbacks: {message}", category, stacklevel=_outside_package())
+
+    def _failed(self, where: str, metrics: Any, error: BaseException) -> None:
+        """A call that failed: said plainly when it was given no mapping, else an internal error."""
+        if isinstance(metrics, Mapping):
+            self._internal_error(where, error)
+            return
+        self._warn_once(
+            CraftCallbacksWarning,
+            f"mapping:{where}",
+            f"{where} takes a mapping of metric names to values, not {describe_type(metrics)}; "
+            "nothing of such calls is recorded",
+        )
 
     def _internal_error(self, where: str, error: BaseException) -> None:
         self._warn_once(
