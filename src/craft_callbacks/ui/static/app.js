@@ -346,7 +346,10 @@
     }
     function columns() {
       const cols = FIELDS.map((f) => ({ ...f, id: "field:" + f.key, kind: "" }));
-      for (const key of chosenKeys()) {
+      // Fields, then the hyperparameters chosen (the few a person asked for), then the scalars.
+      const rank = (key) => (key.startsWith("field:") ? 0 : key.startsWith("hp:") ? 1 : 2);
+      const keys = chosenKeys().slice().sort((a, b) => rank(a) - rank(b));
+      for (const key of keys) {
         const cut = key.indexOf(":");
         const kind = key.slice(0, cut);
         const name = key.slice(cut + 1);
@@ -425,7 +428,8 @@
       if (col.kind === "scalar") {
         return h("td", { class: "num", title: String(value), text: fmtNumber(value) });
       }
-      return h("td", { class: col.num ? "num" : "", text: fmtValue(value) });
+      const numeric = col.num || typeof value === "number";
+      return h("td", { class: numeric ? "num" : "clip", title: fmtValue(value), text: fmtValue(value) });
     }
 
     function renderBody(cols) {
@@ -653,7 +657,7 @@
   function sparse(u, seriesIdx) {
     const ys = u.data[seriesIdx];
     const [i0, i1] = u.series[0].idxs || [0, ys.length - 1];
-    const room = u.bbox.width / devicePixelRatio / 10;
+    const room = u.bbox.width / devicePixelRatio / 24;
     let n = 0;
     for (let j = Math.max(0, i0 || 0); j <= i1 && j < ys.length; j++) {
       if (ys[j] !== null && ys[j] !== undefined && ++n > room) return false;
@@ -794,7 +798,7 @@
       const smoothing = this.set.smoothing > 0;
       const series = [{ label: "step" }];
       runs.forEach((run, i) => series.push({
-        label: runLabel(run) + " (raw)", stroke: colorFor(i, 0.28), width: 1, spanGaps: true,
+        label: runLabel(run) + " (raw)", stroke: colorFor(i, 0.2), width: 1, spanGaps: true,
         show: smoothing && !this.hidden.has(run.id), points: { show: false },
       }));
       runs.forEach((run, i) => series.push({
