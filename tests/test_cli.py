@@ -179,3 +179,69 @@ def test_an_empty_store_says_so(tmp_path: Path) -> None:
     LocalStore(tmp_path / "empty.db").close()
     shown = craft_callbacks("show", "latest", store=tmp_path / "empty.db")
     assert shown.returncode == 2 and "has no runs yet" in shown.stderr
+
+
+@pytest.fixture
+def many_metrics(tmp_path: Path) -> tuple[Path, str]:
+    """A run with 16 list metrics, 12 of them alphabetically before ``loss``."""
+    path = tmp_path / "many.db"
+    store = LocalStore(path)
+    run = store.start_execution(pipeline_name="many")
+    names = [f"a_metric_{index:02d}" for index in range(12)] + ["loss", "train_loss", "val_loss", "epoch"]
+    steps = list(range(50))
+    store.write(run, lists=[(name, steps, [1.0 / (step + 1) for step in steps]) for name in names])
+    store.set_status(run, "success")
+    store.close()
+    return path, run
+
+
+def test_plot_says_which_metrics_it_left_out_and_draws_the_losses(
+    many_metrics: tuple[Path, str], tmp_path: Path
+) -> None:
+    path, run = many_metrics
+    output = tmp_path / "many.png"
+    plotted = craft_callbacks("plot", run, "-o", str(output), store=path)
+    assert plotted.returncode == 0, plotted.stderr
+    assert output.is_file()
+    message = plotted.stderr.strip()
+    assert len(message.splitlines()) == 1
+    assert "16 list metrics, drew 12 (loss, train_loss, val_loss, " in message
+    assert "left out 4: a_metric_09, a_metric_10, a_metric_11, epoch" in message
+    assert "--metric NAME" in message
+    chosen = craft_callbacks("plot", run, "--metric", "a_metric_11", "-o", str(output), store=path)
+    assert chosen.returncode == 0 and chosen.stderr == ""
+
+
+def test_plot_order_puts_the_usual_training_names_first() -> None:
+    from craft_callbacks.cli import plot_order
+
+    assert plot_order(["zeta", "val_accuracy", "batch_loss", "loss", "val_loss", "f1", "epoch"]) == [
+        "loss",
+        "val_loss",
+        "val_accuracy",
+        "batch_loss",
+        "f1",
+        "epoch",
+        "zeta",
+    ]
+
+
+def test_plot_smooth_draws_the_smoothed_line_over_the_faint_raw_one(
+    filled: tuple[Path, list[str]], tmp_path: Path
+) -> None:
+    store, runs = filled
+    output = tmp_path / "smooth.png"
+    plotted = craft_callbacks(
+        "plot", runs[0], "--metric", "train_loss", "--smooth", "0.6", "-o", str(output), store=store
+    )
+    assert plotted.returncode == 0, plotted.stderr
+    with Image.open(output) as image:
+        pixels = {color for _, color in image.convert("RGB").getcolors(maxcolors=1 << 24) or []}
+    assert (31, 119, 180) in pixels  # the smoothed line, in the run's colour
+
+
+@pytest.mark.parametrize("weight", ["1", "-0.1", "abc"])
+def test_plot_smooth_takes_a_weight_in_0_1(filled: tuple[Path, list[str]], weight: str) -> None:
+    store, _ = filled
+    refused = craft_callbacks("plot", "latest", "--smooth", weight, "-o", "x.png", store=store)
+    assert refused.returncode == 2 and "--smooth" in refused.stderr and "Traceback" not in refused.stderr

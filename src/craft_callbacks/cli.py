@@ -1,4 +1,5 @@
-"""The ``craft-callbacks`` command: list, show, compare, plot and export local runs; sync a spool.
+"""The ``craft-callbacks`` command: list, show, compare, plot and export local runs; sync a spool;
+serve a dashboard (``ui``) or write one as a file (``report``).
 
 Errors a user can cause (no store, unknown run, ambiguous prefix, unknown
 metric, unwritable output) and every fault of the store (damaged, foreign,
@@ -12,7 +13,7 @@ import argparse
 import json
 import sqlite3
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,29 @@ from craft_callbacks.sinks.local_store import LocalStore
 from craft_callbacks.spool import default_spool_path
 
 MAX_PLOT_PANELS = 12
+# What plot draws first when it cannot draw every list (in this order).
+PREFERRED_PLOT_METRICS = (
+    "loss",
+    "train_loss",
+    "val_loss",
+    "eval_loss",
+    "valid_loss",
+    "validation_loss",
+    "test_loss",
+    "accuracy",
+    "train_accuracy",
+    "val_accuracy",
+    "eval_accuracy",
+    "acc",
+    "train_acc",
+    "val_acc",
+    "eval_acc",
+    "learning_rate",
+    "lr",
+    "grad_norm",
+)
+_QUALITY_WORDS = ("acc", "f1", "auc", "precision", "recall", "perplexity", "bleu", "rouge", "iou", "error")
+MAX_REPORT_POINTS = 100_000
 
 
 def _store(args: argparse.Namespace) -> LocalStore:
@@ -95,17 +119,100 @@ def _plot(args: argparse.Namespace) -> int:
 
     store = _store(args)
     runs = [run_data(store, store.find_run(reference)) for reference in args.runs]
-    available = sorted({name for run in runs for name in run["lists"]})
+    available = plot_order({name for run in runs for name in run["lists"]})
     if not available:
         raise CraftCallbacksError("these runs have no list metrics to plot")
-    metrics = args.metric or available[:MAX_PLOT_PANELS]
+    metrics = list(dict.fromkeys(args.metric or available[:MAX_PLOT_PANELS]))
     unknown = [name for name in metrics if name not in available]
     if unknown:
         raise CraftCallbacksError(
             f"no list metric {', '.join(map(repr, unknown))} in these runs; they have: {', '.join(available)}"
         )
-    output = plot_runs(runs, metrics, Path(args.output))
+    left_out = [name for name in available if name not in metrics]
+    if left_out and not args.metric:
+        print(
+            f"craft-callbacks plot: {len(available)} list metrics, drew {len(metrics)} "
+            f"({', '.join(metrics)}); left out {len(left_out)}: {', '.join(left_out)}. "
+            "Choose with --metric NAME (repeat it for several).",
+            file=sys.stderr,
+        )
+    output = plot_runs(runs, metrics, Path(args.output), smooth=args.smooth)
     print(f"craft-callbacks plot: wrote {output} ({len(metrics)} metrics, {len(runs)} runs)")
+    return 0
+
+
+def plot_order(names: Iterable[str]) -> list[str]:
+    """List metrics in the order ``plot`` draws them when not told: the usual training names first
+    (``loss``, ``train_loss``, ``val_loss``, ``eval_loss``...), then other losses, then other
+    quality measures (accuracy, F1...), then the rest; alphabetically within each group."""
+
+    def rank(name: str) -> tuple[int, int, str]:
+        lowered = name.lower()
+        if lowered in PREFERRED_PLOT_METRICS:
+            return 0, PREFERRED_PLOT_METRICS.index(lowered), name
+        if "loss" in lowered:
+            return 1, 0, name
+        if any(word in lowered for word in _QUALITY_WORDS):
+            return 2, 0, name
+        return 3, 0, name
+
+    return sorted(set(names), key=rank)
+
+
+def _smoothing(text: str) -> float:
+    try:
+        weight = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 <= weight < 1:
+        raise argparse.ArgumentTypeError(f"the smoothing weight must be in [0, 1), not {text}")
+    return weight
+
+
+def _points(text: str) -> int:
+    try:
+        points = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 1 <= points <= MAX_REPORT_POINTS:
+        raise argparse.ArgumentTypeError(f"points must be between 1 and {MAX_REPORT_POINTS}, not {text}")
+    return points
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is between 0 and 65535, not {text}")
+    return port
+
+
+def _ui(args: argparse.Namespace) -> int:
+    from craft_callbacks.ui.server import serve
+
+    server, url = serve(args.store, args.host, args.port)
+    print(url, flush=True)
+    print(
+        f"craft-callbacks ui: the runs of {server.store.path}, read-only, at {url} (Ctrl-C stops)",
+        file=sys.stderr,
+        flush=True,
+    )
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from craft_callbacks.ui.report import write_report
+
+    output = write_report(args.store, args.runs, args.output, points=args.points)
+    print(f"craft-callbacks report: wrote {output}")
     return 0
 
 
@@ -172,7 +279,50 @@ def build_parser() -> argparse.ArgumentParser:
         "--metric", action="append", metavar="NAME", help="a list metric (repeat; default: all)"
     )
     plot.add_argument("-o", "--output", required=True, metavar="FILE.png", help="the PNG to write")
+    plot.add_argument(
+        "--smooth",
+        type=_smoothing,
+        default=0.0,
+        metavar="W",
+        help="smooth the lines: an exponential moving average of weight W in [0, 1), as TensorBoard's "
+        "slider (0.6 is a good start; the raw values stay, faint)",
+    )
     plot.set_defaults(run=_plot)
+
+    ui = commands.add_parser(
+        "ui",
+        parents=[store],
+        help="a live dashboard of the runs in the browser (read-only)",
+        description=(
+            "Serve a live, read-only dashboard of the store: the runs, charts of runs overlaid, and a "
+            "JSON API under /api/. Prints its URL first; Ctrl-C stops it."
+        ),
+    )
+    ui.add_argument("--host", default="127.0.0.1", help="the address to listen on (default: 127.0.0.1)")
+    ui.add_argument("--port", type=_port, default=8765, help="the port (default: 8765; 0 takes a free one)")
+    ui.set_defaults(run=_ui)
+
+    report = commands.add_parser(
+        "report",
+        parents=[store],
+        help="the compare view of runs as one self-contained HTML file",
+        description=(
+            "Write the dashboard's compare view of the runs as one HTML file, its scripts, styles and "
+            "data inline: it opens from disk, with no network."
+        ),
+    )
+    report.add_argument("runs", metavar="RUN", nargs="+", help="runs to compare")
+    report.add_argument(
+        "-o", "--output", default="report.html", metavar="FILE.html", help="the file (default: report.html)"
+    )
+    report.add_argument(
+        "--points",
+        type=_points,
+        default=2000,
+        metavar="N",
+        help="at most 2×N points per run and metric, downsampled keeping the shape (default: 2000)",
+    )
+    report.set_defaults(run=_report)
 
     export = commands.add_parser("export", parents=[store], help="one run as CSV or JSON")
     export.add_argument("run", metavar="RUN", help="a run id, a unique prefix of one, or 'latest'")

@@ -7,10 +7,16 @@ from pathlib import Path
 from typing import Any
 
 from craft_callbacks.exceptions import CraftCallbacksError
+from craft_callbacks.ui.downsample import smooth as smoothed
 
 
-def plot_runs(runs: list[dict[str, Any]], metrics: list[str], output: Path) -> Path:
-    """Draw one panel per metric, one line per run, and save the figure as a PNG."""
+def plot_runs(runs: list[dict[str, Any]], metrics: list[str], output: Path, smooth: float = 0.0) -> Path:
+    """Draw one panel per metric, one line per run, and save the figure as a PNG.
+
+    ``smooth`` in [0, 1) draws each line as TensorBoard's smoothing of that
+    weight (an exponential moving average), over the raw values drawn faint.
+    Legends name each run by its pipeline and its id.
+    """
     try:
         import matplotlib
     except ImportError as error:
@@ -27,8 +33,19 @@ def plot_runs(runs: list[dict[str, Any]], metrics: list[str], output: Path) -> P
             if not series:
                 continue
             steps = [index if step is None else step for index, step in enumerate(series["steps"])]
-            panel.plot(steps, series["values"], label=run["execution_id"], linewidth=1.4)
-        panel.set_title(metric)
+            label = f"{run.get('pipeline_name') or 'run'} {run['execution_id']}"
+            if smooth:
+                (raw,) = panel.plot(steps, series["values"], linewidth=1.0, alpha=0.25)
+                panel.plot(
+                    steps,
+                    smoothed(series["values"], smooth),
+                    color=raw.get_color(),
+                    label=label,
+                    linewidth=1.4,
+                )
+            else:
+                panel.plot(steps, series["values"], label=label, linewidth=1.4)
+        panel.set_title(metric if not smooth else f"{metric} (smoothed {smooth:g})")
         panel.set_xlabel("step")
         panel.grid(alpha=0.3)
         panel.legend(fontsize="small")

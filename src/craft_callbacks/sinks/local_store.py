@@ -35,13 +35,13 @@ import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import cache, partial
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from craft_callbacks.exceptions import DeliveryWarning, LocalStoreError, RunNotFoundError
 from craft_callbacks.values import Number, Rejected, to_number
@@ -499,43 +499,11 @@ class LocalStore:
     def executions(self) -> list[dict[str, Any]]:
         """Every run, in the order they were created, with its status and hyperparameters."""
         with self._reading() as db:
-            rows = db.execute(
-                "SELECT execution_id, pipeline_name, deployment_name, created_at, ended_at, status, "
-                "hyperparameters FROM executions ORDER BY rowid"
-            ).fetchall()
-            return [
-                {
-                    "execution_id": row[0],
-                    "pipeline_name": row[1],
-                    "deployment_name": row[2],
-                    "created_at": row[3],
-                    "ended_at": row[4],
-                    "status": row[5],
-                    "hyperparameters": json.loads(row[6]),
-                }
-                for row in rows
-            ]
+            return select_executions(db)
 
     def find_run(self, reference: str) -> dict[str, Any]:
         """A run by its id, a unique prefix of its id, or ``latest``."""
-        runs = self.executions()
-        if not runs:
-            raise RunNotFoundError(f"the store {self.path} has no runs yet")
-        if reference == "latest":
-            return runs[-1]
-        for run in runs:
-            if run["execution_id"] == reference:
-                return run
-        matches = [run for run in runs if run["execution_id"].startswith(reference)]
-        if not matches:
-            raise RunNotFoundError(f"no run {reference!r} in {self.path} (see: craft-callbacks runs)")
-        if len(matches) > 1:
-            shown = ", ".join(run["execution_id"] for run in matches[:3])
-            raise RunNotFoundError(
-                f"{reference!r} matches {len(matches)} runs ({shown}{', ...' if len(matches) > 3 else ''}); "
-                "give more characters"
-            )
-        return matches[0]
+        return match_run(self.executions(), reference, self.path)
 
     # -- writing ---------------------------------------------------------------
 
@@ -703,6 +671,298 @@ class LocalStore:
                 "SELECT list_id FROM lists WHERE execution_id = ? AND name = ?", (execution_id, name)
             ).fetchone()
             return _series(db, row[0]) if row else []
+
+
+def match_run(runs: Sequence[Mapping[str, Any]], reference: str, where: object) -> dict[str, Any]:
+    """The run of ``runs`` that ``reference`` names: its id, a unique prefix of its id, or ``latest``."""
+    if not runs:
+        raise RunNotFoundError(f"the store {where} has no runs yet")
+    if reference == "latest":
+        return dict(runs[-1])
+    for run in runs:
+        if run["execution_id"] == reference:
+            return dict(run)
+    matches = [run for run in runs if reference and run["execution_id"].startswith(reference)]
+    if not matches:
+        raise RunNotFoundError(f"no run {reference!r} in {where} (see: craft-callbacks runs)")
+    if len(matches) > 1:
+        shown = ", ".join(run["execution_id"] for run in matches[:3])
+        raise RunNotFoundError(
+            f"{reference!r} matches {len(matches)} runs ({shown}{', ...' if len(matches) > 3 else ''}); "
+            "give more characters"
+        )
+    return dict(matches[0])
+
+
+_T = TypeVar("_T")
+_READ_ATTEMPTS: Final = 3
+
+
+@dataclass
+class SeriesColumns:
+    """A list read for a chart: its steps and values (maybe only those near a step range), how many
+    values the whole list holds, and its highest step."""
+
+    steps: list[int]
+    values: list[Number]
+    total: int
+    last_step: int | None
+
+
+class ReadOnlyStore:
+    """A store opened only to read it (``craft-callbacks ui`` and ``report``): it never creates,
+    upgrades, checkpoints or writes a file, and sees what running trainings add.
+
+    Each :meth:`read` opens a connection of its own, closed at its end, and reads
+    one snapshot. How it opens depends on the WAL file beside the store:
+
+    * ``metrics.db-wal`` exists (a process has the store open, or left it so):
+      SQLite's ``mode=ro``, which reads the WAL and takes the shared-memory
+      locks as every reader does;
+    * it does not: no process has the store open, and ``mode=ro`` would create
+      ``-wal`` and ``-shm`` files (a read-only connection cannot delete them
+      again), so the file is read as ``immutable``, without locks. Should a
+      writer change the file during that read (its checkpoint on close), the
+      file's size or time differ afterwards, and the read starts again.
+    """
+
+    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+        self.path = Path(path) if path is not None else default_store_path()
+        if self.path.is_dir():
+            raise LocalStoreError(f"metrics store path {self.path} is a directory; give a file path")
+        if not self.path.is_file():
+            raise LocalStoreError(
+                f"no metrics store at {self.path} (record a run first, or give --store PATH)"
+            )
+        _check_header(self.path)
+        self.read(partial(_check_readable_schema, where=self.path))
+
+    def __repr__(self) -> str:
+        return f"ReadOnlyStore({str(self.path)!r})"
+
+    def read(self, query: Callable[[sqlite3.Connection], _T]) -> _T:
+        """``query(connection)`` on one snapshot of the store; SQLite's faults as ``LocalStoreError``."""
+        wal = self.path.with_name(self.path.name + "-wal")
+        uri = self.path.resolve().as_uri()
+        for _ in range(_READ_ATTEMPTS):
+            live = wal.exists()
+            before = _stamp(self.path)
+            try:
+                db = sqlite3.connect(
+                    f"{uri}?{'mode=ro' if live else 'immutable=1'}",
+                    uri=True,
+                    timeout=_BUSY_TIMEOUT_S,
+                    isolation_level=None,
+                    check_same_thread=False,
+                )
+            except sqlite3.Error as error:
+                raise LocalStoreError(f"cannot open the metrics store {self.path}: {error}") from error
+            try:
+                db.execute("BEGIN")
+                result = query(db)
+            except (sqlite3.DatabaseError, ValueError) as error:
+                if not live and _stamp(self.path) != before:
+                    continue  # a writer changed the file under a lock-free read: read again
+                raise LocalStoreError(f"cannot read the metrics store {self.path}: {error}") from error
+            finally:
+                db.close()
+            if live or _stamp(self.path) == before:
+                return result
+        raise LocalStoreError(f"the metrics store {self.path} changed during each of {_READ_ATTEMPTS} reads")
+
+    def executions(self) -> list[dict[str, Any]]:
+        """Every run, in the order they were created (as :meth:`LocalStore.executions`)."""
+        return self.read(select_executions)
+
+    def find_run(self, reference: str) -> dict[str, Any]:
+        """A run by its id, a unique prefix of its id, or ``latest``."""
+        return match_run(self.executions(), reference, self.path)
+
+    def series_columns(self, execution_id: str, name: str) -> SeriesColumns | None:
+        """One list of one run (see :func:`select_series_columns`), or None when it has no such list."""
+        return self.read(partial(select_series_columns, execution_id=execution_id, name=name))
+
+
+def select_executions(db: sqlite3.Connection, execution_id: str | None = None) -> list[dict[str, Any]]:
+    """The runs (or only ``execution_id``) in creation order, as :meth:`LocalStore.executions` gives them."""
+    where, params = (" WHERE execution_id = ?", (execution_id,)) if execution_id is not None else ("", ())
+    rows = db.execute(
+        "SELECT execution_id, pipeline_name, deployment_name, created_at, ended_at, status, "
+        f"hyperparameters FROM executions{where} ORDER BY rowid",
+        params,
+    ).fetchall()
+    return [
+        {
+            "execution_id": row[0],
+            "pipeline_name": row[1],
+            "deployment_name": row[2],
+            "created_at": row[3],
+            "ended_at": row[4],
+            "status": row[5],
+            "hyperparameters": json.loads(row[6]),
+        }
+        for row in rows
+    ]
+
+
+def select_scalars(db: sqlite3.Connection, execution_id: str | None = None) -> dict[str, dict[str, Number]]:
+    """Each run's scalars, ``{run: {name: value}}``, in one query (every run, or only ``execution_id``)."""
+    where, params = (" WHERE execution_id = ?", (execution_id,)) if execution_id is not None else ("", ())
+    scalars: dict[str, dict[str, Number]] = {}
+    for run, name, value in db.execute(
+        f"SELECT execution_id, name, value FROM metrics{where} ORDER BY execution_id, name", params
+    ):
+        scalars.setdefault(run, {})[name] = value
+    return scalars
+
+
+def select_list_counts(db: sqlite3.Connection, execution_id: str | None = None) -> dict[str, dict[str, int]]:
+    """How many values each list holds, ``{run: {name: count}}``: the chunks' counts summed, no value decoded.
+
+    One scan of the chunks, grouped, then joined to the lists. A search of one
+    list's chunks by its key would compare each chunk's whole row (its steps and
+    values, in overflow pages): 200 lists of 50,000 values take a second that way.
+    """
+    where, params = (" WHERE l.execution_id = ?", (execution_id,)) if execution_id is not None else ("", ())
+    counts: dict[str, dict[str, int]] = {}
+    for run, name, count in db.execute(
+        "SELECT l.execution_id, l.name, COALESCE(t.total, 0) FROM lists l LEFT JOIN "
+        "(SELECT list_id, SUM(count) AS total FROM list_chunks GROUP BY list_id) t USING (list_id)"
+        f"{where} ORDER BY l.execution_id, l.name",
+        params,
+    ):
+        counts.setdefault(run, {})[name] = count
+    return counts
+
+
+def select_series_columns(
+    db: sqlite3.Connection,
+    execution_id: str,
+    name: str,
+    start: float | None = None,
+    end: float | None = None,
+    after: float | None = None,
+) -> SeriesColumns | None:
+    """One list of one run in recording order, or None when there is no such list. A value recorded
+    without a step stands at its index in the list.
+
+    With ``start``, ``end`` or ``after``, a chunk none of whose steps is in
+    ``[start, end]`` and above ``after`` is left out without decoding its values
+    (the caller still filters the points of the chunks kept); ``total`` and
+    ``last_step`` are those of the whole list.
+    """
+    row = db.execute(
+        "SELECT list_id FROM lists WHERE execution_id = ? AND name = ?", (execution_id, name)
+    ).fetchone()
+    if row is None:
+        return None
+    low = start if after is None else after if start is None else max(start, after)
+    steps: list[int] = []
+    values: list[Number] = []
+    total = 0
+    last_step: int | None = None
+    for steps_text, values_text in db.execute(
+        "SELECT steps, vals FROM list_chunks WHERE list_id = ? ORDER BY seq", (row[0],)
+    ):
+        chunk_steps = json.loads(steps_text)
+        if not chunk_steps:
+            continue
+        if None in chunk_steps:
+            chunk_steps = [total + index if step is None else step for index, step in enumerate(chunk_steps)]
+        total += len(chunk_steps)
+        highest = max(chunk_steps)
+        last_step = highest if last_step is None else max(last_step, highest)
+        if low is not None or end is not None:
+            if (low is not None and highest < low) or (end is not None and min(chunk_steps) > end):
+                continue
+            if after is not None and highest <= after:
+                continue
+        chunk_values = json.loads(values_text)
+        if len(chunk_steps) != len(chunk_values):
+            raise ValueError(f"list {name!r} of run {execution_id!r} has a chunk of unequal steps and values")
+        steps.extend(chunk_steps)
+        values.extend(chunk_values)
+    return SeriesColumns(steps, values, total, last_step)
+
+
+def select_list_summaries(db: sqlite3.Connection, execution_id: str) -> list[dict[str, Any]]:
+    """Each list of a run, by name: ``count``, ``first``, ``last``, ``min``, ``max`` and the steps of its
+    first and last values (a value without a step counts as its index). Only the first and the last
+    chunk's steps are decoded."""
+    summaries = []
+    for list_id, name in db.execute(
+        "SELECT list_id, name FROM lists WHERE execution_id = ? ORDER BY name", (execution_id,)
+    ).fetchall():
+        count = 0
+        low: Number | None = None
+        high: Number | None = None
+        first: tuple[str, list[Number]] | None = None
+        last: tuple[str, list[Number], int] | None = None
+        for steps_text, values_text in db.execute(
+            "SELECT steps, vals FROM list_chunks WHERE list_id = ? ORDER BY seq", (list_id,)
+        ):
+            values = json.loads(values_text)
+            if not values:
+                continue
+            low = min(values) if low is None else min(low, *values)
+            high = max(values) if high is None else max(high, *values)
+            if first is None:
+                first = (steps_text, values)
+            last = (steps_text, values, count)
+            count += len(values)
+        summary: dict[str, Any] = {"name": name, "count": count}
+        if first is None or last is None:
+            summary.update(dict.fromkeys(("first", "last", "min", "max", "first_step", "last_step")))
+        else:
+            first_step = json.loads(first[0])[0]
+            last_step = json.loads(last[0])[-1]
+            summary.update(
+                first=first[1][0],
+                last=last[1][-1],
+                min=low,
+                max=high,
+                first_step=0 if first_step is None else first_step,
+                last_step=last[2] + len(last[1]) - 1 if last_step is None else last_step,
+            )
+        summaries.append(summary)
+    return summaries
+
+
+def _stamp(where: Path) -> tuple[int, int, int] | None:
+    """What tells that a file changed: its inode, size and modification time."""
+    try:
+        found = os.stat(where)
+    except OSError:
+        return None
+    return found.st_ino, found.st_size, found.st_mtime_ns
+
+
+def _check_readable_schema(db: sqlite3.Connection, where: Path) -> None:
+    """Refuse, without changing anything, a file this version cannot read as a store."""
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise LocalStoreError(
+            f"metrics store {where} was written by a newer craft_callbacks "
+            f"(schema {version}, this one reads {SCHEMA_VERSION}); upgrade the package"
+        )
+    found = _columns(db)
+    if version == 0 and not set(found) >= _TABLES:
+        raise LocalStoreError(f"{where} is an SQLite database but not a craft_callbacks metrics store")
+    if version < SCHEMA_VERSION:
+        raise LocalStoreError(
+            f"the metrics store {where} is from an older craft_callbacks (schema {version}); "
+            f"upgrade it once with: craft-callbacks runs --store {where}"
+        )
+    missing = [
+        f"{table}.{column}"
+        for table, columns in sorted(_expected_columns().items())
+        for column in sorted(columns - found.get(table, frozenset()))
+    ]
+    if missing:
+        raise LocalStoreError(
+            f"the metrics store {where} had its tables changed (missing: {', '.join(missing)}); "
+            "it cannot be read safely"
+        )
 
 
 def _series(db: sqlite3.Connection, list_id: int) -> list[tuple[int | None, Number]]:
