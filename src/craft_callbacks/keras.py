@@ -17,6 +17,34 @@ A thin translation of Keras's callback events into recorder calls:
   that they never replace the training's ``loss`` (nor ``val_*``);
 * ``params``, the optimizer's config and ``hyperparameters=`` -> hyperparameters.
 
+Resume. A ``fit`` that starts past epoch 0 (``keras.callbacks.BackupAndRestore``
+restored a backup, or ``fit(initial_epoch=...)``) goes on counting steps from
+that epoch's first batch, and the recorder resumes from that step
+(``resume_from``): each step of the run is kept once. Which run it continues:
+
+* ``backup_dir=`` (the ``BackupAndRestore`` of the same ``fit``, or its
+  folder): the callback writes its run id, with the step each epoch ended
+  at, into that folder (``craft_callbacks_run.json``), and a ``fit`` that
+  finds the file there continues that run. The id travels with the
+  checkpoint: copy the folder and the run goes with it; ``BackupAndRestore``
+  deletes the folder when ``fit`` ends, and the callback its file, so a
+  later ``fit`` is a new run. The folder is named on the callback because
+  Keras gives a callback only its model and ``params``, never the other
+  callbacks of the ``fit``; finding ``BackupAndRestore`` by walking the
+  caller's stack or the garbage collector would break with any Keras
+  release. The file has a name of its own, so it never collides with
+  Keras's ``latest.weights.h5`` and ``training_metadata.json``. The resume
+  point is the epoch Keras passes to the first ``on_epoch_begin``, after
+  every ``on_train_begin`` has run: the order of the callbacks in the list
+  does not matter, and what Keras restores (``training_metadata.json``'s
+  ``epoch``) is what the run resumes from. So the run opens there, at the
+  first epoch, not at ``on_train_begin``. The backup's run id comes before
+  ``run_id=``: the steps it holds are that run's. The folder is a local
+  path (written with ``open``); a file that cannot be written or read is one
+  warning, and the fit is then a new run;
+* else ``run_id=`` or ``$CRAFT_CALLBACKS_RUN_ID`` (the core's options), with
+  ``fit(initial_epoch=...)`` after restoring your own checkpoint.
+
 The callback is ``async_safe``: Keras may run its batch hooks on a thread
 pool instead of blocking the training loop, and they never touch
 ``self.model`` (on JAX that would force a device sync). Batch logs that
@@ -28,22 +56,25 @@ from __future__ import annotations
 import json
 import os
 import sys
+import warnings
 from collections.abc import Mapping
 from contextlib import suppress
 from typing import Any, Final
 
 import keras
 
+from craft_callbacks.exceptions import CraftCallbacksWarning
 from craft_callbacks.hyperparameters import flatten
 from craft_callbacks.ordering import InOrder
 from craft_callbacks.recorder import MetricRecorder
 from craft_callbacks.runs import Runs, disabled_by_environment
 
-__all__ = ["BATCH_PREFIX", "EVAL_PREFIX", "CraftAiKerasCallback"]
+__all__ = ["BATCH_PREFIX", "EVAL_PREFIX", "RUN_FILE", "CraftAiKerasCallback"]
 
 BATCH_PREFIX: Final = "batch_"
 EVAL_PREFIX: Final = "eval_"  # evaluate() after fit: HF's names; Keras's own are loss, <metric>, val_*
 DEFAULT_LOG_EVERY_N_STEPS: Final = 50
+RUN_FILE: Final = "craft_callbacks_run.json"  # in the BackupAndRestore folder: the run it continues
 
 
 def is_chief() -> bool:
@@ -82,6 +113,20 @@ def steps_per_execution(model: Any) -> int:
         return 1
 
 
+def backup_folder(backup_dir: Any) -> str | None:
+    """The folder of ``backup_dir=``: a ``BackupAndRestore`` callback's, or a path."""
+    if backup_dir is None:
+        return None
+    if isinstance(backup_dir, keras.callbacks.BackupAndRestore):
+        return str(backup_dir.backup_dir)
+    if isinstance(backup_dir, (str, os.PathLike)) and os.fspath(backup_dir):
+        return str(os.fspath(backup_dir))
+    raise TypeError(
+        "backup_dir must be the keras.callbacks.BackupAndRestore of the fit or its backup folder, "
+        f"not {backup_dir!r}"
+    )
+
+
 class CraftAiKerasCallback(keras.callbacks.Callback):  # type: ignore[misc]
     """Record a Keras ``fit`` on the Craft AI platform (or the local store).
 
@@ -90,7 +135,12 @@ class CraftAiKerasCallback(keras.callbacks.Callback):  # type: ignore[misc]
     every ``fit`` (closing it is then yours); otherwise each ``fit`` records a
     new run to ``sink`` (``"auto"``: the platform inside an execution, the
     local store elsewhere). ``hyperparameters`` are kept with each run. Other
-    keyword arguments go to ``MetricRecorder``.
+    keyword arguments go to ``MetricRecorder`` (``run_id=`` continues a run).
+
+    ``backup_dir``: the ``keras.callbacks.BackupAndRestore`` of the same
+    ``fit`` (or its ``backup_dir``): the run id is kept with its backup, and a
+    ``fit`` it restores continues that run, each step once (see the module's
+    docstring).
 
     ``model.evaluate()`` after ``fit`` is recorded only when the callback is
     passed to it (``callbacks=[callback]``): scalars named ``eval_loss``,
@@ -106,12 +156,14 @@ class CraftAiKerasCallback(keras.callbacks.Callback):  # type: ignore[misc]
         sink: Any = "auto",
         log_every_n_steps: int = DEFAULT_LOG_EVERY_N_STEPS,
         hyperparameters: Mapping[str, Any] | None = None,
+        backup_dir: Any = None,
         **recorder_options: Any,
     ) -> None:
         super().__init__()
         if log_every_n_steps < 0:
             raise ValueError(f"log_every_n_steps must be 0 (off) or more, not {log_every_n_steps}")
         self.log_every_n_steps = int(log_every_n_steps)
+        self.backup_dir = backup_folder(backup_dir)
         self.hyperparameters = dict(hyperparameters or {})
         self.runs = Runs(recorder, sink, **recorder_options) if not disabled_by_environment() else None
         self._chief = True
@@ -125,6 +177,10 @@ class CraftAiKerasCallback(keras.callbacks.Callback):  # type: ignore[misc]
         # next (see on_train_batch_end); the step each is recorded at waits here.
         self._batch_steps: dict[int, int] = {}
         self._batch_logs = InOrder(self._log_batch, 1)
+        self._starting = False  # the run starts at the fit's first epoch, where Keras says which
+        self._backup: dict[str, Any] | None = None  # the run file found in backup_dir
+        self._epoch_steps: dict[int, int] = {}  # epochs done -> the step the last one ended at
+        self._warned = False
 
     @property
     def recorder(self) -> MetricRecorder | None:
@@ -165,11 +221,45 @@ class CraftAiKerasCallback(keras.callbacks.Callback):  # type: ignore[misc]
         self._group = steps_per_execution(self.model)
         steps = (self.params or {}).get("steps")
         self._steps_per_epoch = int(steps) if steps else None
-        self.runs.start(self._expected_events(), self._run_hyperparameters())
+        self._backup = self._read_run_file()
+        self._epoch_steps = {}
+        if self._backup:
+            self._epoch_steps = dict(self._backup["epoch_steps"])
+        self._starting = True
+
+    def _start(self, epoch: int) -> None:
+        """Open the run at the fit's first epoch: ``epoch`` is where Keras starts (after a restore)."""
+        assert self.runs is not None
+        start = self._step_of_epoch(epoch)
+        self._epoch_start = start or 0
+        resume = start if epoch > 0 or self._backup else None
+        if self._backup:  # the run the backup was taken in (a recorder you gave stays yours)
+            self.runs.next_execution_id = self._backup["run_id"]
+        self.runs.start(self._expected_events(), self._run_hyperparameters(), resume_step=resume)
+        self._write_run_file()
+
+    def _step_of_epoch(self, epoch: int) -> int | None:
+        """The step the run is at when ``epoch`` begins (None when it cannot be told)."""
+        if epoch <= 0:
+            return 0
+        if self._steps_per_epoch is not None:
+            return epoch * self._steps_per_epoch
+        step = self._epoch_steps.get(epoch)
+        if step is None:
+            self._warn(
+                f"fit starts at epoch {epoch} of a dataset of unknown length and no backup tells the "
+                "step that epoch began at: its steps are counted from 0, and the run does not resume"
+            )
+        return step
 
     def on_epoch_begin(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
-        self._epoch_start += self._batches
-        self._batches = 0
+        if self._starting:
+            self._starting = False
+            self._batches = 0
+            self._start(epoch)
+        else:
+            self._epoch_start += self._batches
+            self._batches = 0
         every = self.log_every_n_steps
         self._batch_logs.expect(0 if not every or self._group >= every else self._epoch_start // every + 1)
 
@@ -207,8 +297,11 @@ class CraftAiKerasCallback(keras.callbacks.Callback):  # type: ignore[misc]
         if self.runs is None or not self._training:
             return
         self._batch_logs.drain()
+        end = self._epoch_start + self._batches
         if logs:
-            self.runs.log_step(logs, self._epoch_start + self._batches)
+            self.runs.log_step(logs, end)
+        self._epoch_steps[epoch + 1] = end
+        self._write_run_file()
 
     def on_test_end(self, logs: Mapping[str, Any] | None = None) -> None:
         if self.runs is None or self._training or not logs or not is_chief():
@@ -220,5 +313,61 @@ class CraftAiKerasCallback(keras.callbacks.Callback):  # type: ignore[misc]
         if self.runs is None or not self._training:
             return
         self._batch_logs.drain()
-        self._training = False
+        self._training = self._starting = False
         self.runs.end("success")
+        self._remove_run_file()  # the fit ended: a later one is a new run
+
+    # -- the run file in the backup folder -------------------------------------------------
+
+    def _run_file(self) -> str | None:
+        return os.path.join(self.backup_dir, RUN_FILE) if self.backup_dir else None
+
+    def _read_run_file(self) -> dict[str, Any] | None:
+        """The run a backup was taken in: ``{"run_id", "epoch_steps"}``, or None (never raises)."""
+        path = self._run_file()
+        if path is None or not os.path.exists(path):
+            return None
+        try:
+            with open(path, encoding="utf-8") as file:
+                found = json.load(file)
+            run_id = found["run_id"]
+            if not isinstance(run_id, str) or not run_id:
+                raise ValueError(f"run_id {run_id!r}")
+            epoch_steps = {int(epoch): int(step) for epoch, step in found.get("epoch_steps", {}).items()}
+        except Exception as error:
+            self._warn(f"{path} cannot be read ({type(error).__name__}: {error}); this fit is a new run")
+            return None
+        return {"run_id": run_id, "epoch_steps": epoch_steps}
+
+    def _write_run_file(self) -> None:
+        """Keep the run's id and the step each epoch ended at with the backup (never raises)."""
+        path = self._run_file()
+        recorder = self.recorder
+        if path is None or recorder is None or recorder.closed:
+            return
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            steps = {str(epoch): step for epoch, step in sorted(self._epoch_steps.items())}
+            temporary = f"{path}.{os.getpid()}.tmp"
+            with open(temporary, "w", encoding="utf-8") as file:
+                json.dump({"run_id": recorder.execution_id, "epoch_steps": steps}, file)
+            os.replace(temporary, path)  # a crash while writing leaves the previous file whole
+        except Exception as error:
+            self._warn(
+                f"the run id cannot be kept in {path} ({type(error).__name__}: {error}); a fit "
+                "restored from this backup will be a new run"
+            )
+
+    def _remove_run_file(self) -> None:
+        path = self._run_file()
+        if path is None:
+            return
+        with suppress(OSError):
+            os.remove(path)
+        with suppress(OSError):  # a folder only the file was in (BackupAndRestore removes its own)
+            os.rmdir(os.path.dirname(path))
+
+    def _warn(self, message: str) -> None:
+        if not self._warned:
+            self._warned = True
+            warnings.warn(f"craft_callbacks: {message}", CraftCallbacksWarning, stacklevel=2)
