@@ -23,6 +23,13 @@ whole run):
 
     .venv/bin/python benchmarks/run_all.py --reliability
 
+``--ui`` does the same for the dashboard: it runs ``bench_ui.py`` only and replaces
+the section "(f) Dashboard" (and its rows of the goals table), keeping the rest
+(a few minutes: the store of 50 runs x 4 lists x 50,000 values is written
+first; TensorBoard is measured where the ``bench`` extra installed it):
+
+    .venv/bin/python benchmarks/run_all.py --ui
+
 Section (e) puts the hot path's ratios (``bench_recorder.py``) beside the fault
 matrix; with both in the run, ``bench_recorder.py`` also runs alternately from
 this tree and from a baseline commit (``--baseline COMMIT``, by default the
@@ -110,6 +117,12 @@ def benches() -> list[Bench]:
         Bench("traffic", "bench_traffic.py", [], ["--steps", "1000", "--naive-steps", "50"]),
         Bench("memory", "bench_memory.py", [], ["--steps", "100000"]),
         Bench("reliability", "bench_reliability.py", [], []),  # the whole matrix: about 40 s
+        Bench(
+            "ui",
+            "bench_ui.py",
+            [],
+            ["--runs", "20", "--values", "10000", "--repeats", "2", "--plot-repeats", "1"],
+        ),
     ]
 
 
@@ -1048,6 +1061,17 @@ def render_caller_cost(
     return lines
 
 
+def render_ui(result: dict[str, Any]) -> tuple[list[str], list[Goal]]:
+    """Section (f): ``bench_ui.py`` renders its own section; its goals become rows of the goals table."""
+    sys.path.insert(0, str(HERE))
+    try:
+        import bench_ui  # imports only the standard library and harness at its top
+    finally:
+        sys.path.remove(str(HERE))
+    lines, goals = bench_ui.render(result)
+    return lines, [Goal(UI_GOAL, goal, measured, passed) for goal, measured, passed in goals]
+
+
 RENDERERS: dict[str, Renderer] = {
     "recorder": render_recorder,
     "huggingface": render_huggingface,
@@ -1058,9 +1082,12 @@ RENDERERS: dict[str, Renderer] = {
     "traffic": render_traffic,
     "memory": render_memory,
     "reliability": render_reliability,
+    "ui": render_ui,
 }
 
 RELIABILITY_TITLE = "(e) Reliability: the fault matrix, and the caller's cost beside it"
+UI_TITLE = "(f) Dashboard: `craft-callbacks ui` against `plot` and TensorBoard"
+UI_GOAL = "(f) dashboard"
 SECTIONS: list[tuple[str, list[tuple[str, str, str]]]] = [
     (
         "(a) Per-event overhead on the training thread",
@@ -1096,6 +1123,7 @@ SECTIONS: list[tuple[str, list[tuple[str, str, str]]]] = [
             )
         ],
     ),
+    (UI_TITLE, [("ui", "", "bench_ui.py")]),
 ]
 
 MEANINGS = {
@@ -1250,6 +1278,8 @@ def report(
         goals.append(Goal("(d) memory", "peak RSS growth < 50 MB", "did not run", None))
     if "reliability" in runs and runs["reliability"].result is None:
         goals.append(Goal("(e) reliability", "each value delivered once, nothing lost", "did not run", None))
+    if "ui" in runs and runs["ui"].result is None:
+        goals.append(Goal(UI_GOAL, "the dashboard's three goals", "did not run", None))
     failed = [bench for bench in runs.values() if bench.error]
     head = [
         "# Benchmarks",
@@ -1326,11 +1356,18 @@ def report(
 SPLICE_GOAL = "| (e) reliability |"
 
 
-def splice(text: str, lines: list[str], goals: list[Goal]) -> str:
-    """``text`` (a report) with its section (e) replaced by ``lines`` (added before the timings when it
-    has none) and its (e) rows of the goals table replaced by ``goals``; the rest as it was."""
+def splice(
+    text: str,
+    lines: list[str],
+    goals: list[Goal],
+    title: str = RELIABILITY_TITLE,
+    goal_row: str = SPLICE_GOAL,
+) -> str:
+    """``text`` (a report) with its section ``title`` (by default (e); found by its letter) replaced by
+    ``lines`` (added before the timings when it has none) and its rows of the goals table that start with
+    ``goal_row`` replaced by ``goals``; the rest as it was."""
     old = text.splitlines()
-    heading = f"## {RELIABILITY_TITLE[:3]}"
+    heading = f"## {title[:3]}"
     start = next((i for i, line in enumerate(old) if line.startswith(heading)), None)
     if start is not None:
         end = next((i for i in range(start + 1, len(old)) if old[i].startswith("## ")), len(old))
@@ -1340,7 +1377,7 @@ def splice(text: str, lines: list[str], goals: list[Goal]) -> str:
         )
     new = [*old[:start], *lines, *old[end:]]
     rows = [f"| {g.workload} | {g.goal} | {g.measured} | {verdict(g.passed)} |" for g in goals]
-    new = [line for line in new if not line.startswith(SPLICE_GOAL)]
+    new = [line for line in new if not line.startswith(goal_row)]
     if "## Goals of the issue" in new:
         at = new.index("## Goals of the issue") + 1
         while at < len(new) and not new[at].startswith("|"):
@@ -1412,6 +1449,56 @@ def reliability_only(args: argparse.Namespace, output: Path, previous: PreviousR
     return 0
 
 
+def ui_only(args: argparse.Namespace, output: Path) -> int:
+    """``--ui``: bench_ui.py alone, its section (f) and goal rows put into ``output``, the rest kept."""
+    started = datetime.datetime.now(datetime.timezone.utc)
+    clock = time.perf_counter()
+    load_start = load()
+    commit = source_commit()
+    command = ".venv/bin/python benchmarks/run_all.py --ui" + (" --quick" if args.quick else "")
+    selected = [bench for bench in benches() if bench.name == "ui"]
+    with tempfile.TemporaryDirectory(prefix="bench-ui-all-") as tmp:
+        for bench in selected:
+            try:
+                run_bench(bench, args.quick, Path(tmp))
+            except Exception as error:  # the report says so
+                bench.error = f"could not be run: {type(error).__name__}: {error}"
+                print(f"=== {bench.name}: {bench.error}", flush=True)
+        if args.keep_json:
+            args.keep_json.mkdir(parents=True, exist_ok=True)
+            for file in Path(tmp).glob("*.json"):
+                shutil.copy(file, args.keep_json / file.name)
+    runs = {bench.name: bench for bench in selected}
+    title, parts = next((title, parts) for title, parts in SECTIONS if title == UI_TITLE)
+    lines, goals = section(title, parts, runs, None)
+    if runs["ui"].result is None:
+        goals.append(Goal(UI_GOAL, "the dashboard's three goals", "did not run", None))
+    seconds = time.perf_counter() - clock
+    note = (
+        f"*This section was generated on its own by `{command}` on {started:%Y-%m-%d %H:%M} UTC "
+        f"({seconds:.0f} s; commit measured: {commit}; load average at the start {load_start}, at the end "
+        f"{load()}; {cpu_model()}, {os.cpu_count()} logical cores), not by the run the head of this file "
+        "describes. Run the same command to regenerate this section alone, or the full run to regenerate "
+        "everything.*"
+    )
+    if args.quick:
+        note += " **A quick smoke run: not the figures of record.**"
+    lines[2:2] = [note, ""]
+    for goal in goals:
+        goal.measured += " (the separate run of section (f))"
+    text = output.read_text() if output.exists() else ""
+    if not text:
+        text = "# Benchmarks\n"
+    if args.quick and not args.output:
+        output = Path(tempfile.mkdtemp(prefix="bench-quick-")) / "BENCHMARKS.md"
+    output.write_text(splice(text, lines, goals, UI_TITLE, f"| {UI_GOAL} |"))
+    print(f"\n=== done in {seconds / 60:.1f} min; section (f) written into {output}")
+    if runs["ui"].error:
+        print(f"=== failed: ui ({runs['ui'].error})")
+        return 1
+    return 0
+
+
 def main() -> int:
     parser = harness.arg_parser(__doc__, json_option=False)
     parser.add_argument("--quick", action="store_true", help="a smoke run: fewer calls and repeats")
@@ -1421,6 +1508,11 @@ def main() -> int:
         action="store_true",
         help="run bench_reliability.py and bench_recorder.py only and replace section (e) of the report, "
         "keeping the rest of it",
+    )
+    parser.add_argument(
+        "--ui",
+        action="store_true",
+        help="run bench_ui.py only and replace section (f) of the report (the dashboard), keeping the rest",
     )
     parser.add_argument(
         "--baseline",
@@ -1440,12 +1532,16 @@ def main() -> int:
     args = parser.parse_args()
     if args.reliability and args.only:
         parser.error("--reliability runs its two benchmarks: no --only with it")
+    if args.ui and (args.only or args.reliability):
+        parser.error("--ui runs bench_ui.py alone: no --only or --reliability with it")
     # The report replaced: its hot-path figures are the "before" of section (e).
     previous = previous_report(
         args.output if args.output and args.output.exists() else ROOT / "BENCHMARKS.md"
     )
     if args.reliability:
         return reliability_only(args, args.output or ROOT / "BENCHMARKS.md", previous)
+    if args.ui:
+        return ui_only(args, args.output or ROOT / "BENCHMARKS.md")
     started = datetime.datetime.now(datetime.timezone.utc)
     clock = time.perf_counter()
     load_start = load()

@@ -5,8 +5,10 @@
 Trains a HuggingFace Trainer model, a Lightning model and a Keras model on a
 CPU (tiny models built in code, no download), each recorded by its
 craft_callbacks adapter into the local store ./craft_metrics/metrics.db (or
-the platform inside a Craft AI execution), then prints the runs and writes a
-plot of the Lightning and Keras training curves.
+the platform inside a Craft AI execution), then prints the runs, writes a
+plot of the Lightning and Keras training curves and ``report.html`` (the
+dashboard's compare view of the three runs, one file that opens from disk with
+no network), and ends with the command that serves the live dashboard.
 """
 
 from __future__ import annotations
@@ -33,6 +35,19 @@ def craft_callbacks(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "craft_callbacks.cli", *args], check=True)
 
 
+def ui_command() -> str:
+    """``craft-callbacks ui`` as the user can type it here: through this Python's environment (the
+    demo's .venv) when that is not the one on the PATH."""
+    script = Path(sys.executable).parent / "craft-callbacks"
+    if not script.exists():
+        return "craft-callbacks ui"
+    try:
+        shown = script.relative_to(Path.cwd())
+    except ValueError:
+        shown = script
+    return f"{shown} ui"
+
+
 def main() -> None:
     started = time.perf_counter()
     for label, train in (
@@ -50,8 +65,13 @@ def main() -> None:
     craft_callbacks(
         "plot", runs[1], runs[2], "--metric", "train_loss", "--metric", "batch_loss", "-o", str(plot)
     )
-    print(f"\nThe plot is at {plot.resolve()}")
+    print(f"\nThe plot is at {plot.resolve()}", flush=True)
+    report = Path("report.html")
+    craft_callbacks("report", *runs, "-o", str(report))
+    print(f"The report (the three runs compared; it opens from disk, offline) is at {report.resolve()}")
     print("Next: craft-callbacks show latest, craft-callbacks compare RUN RUN, craft-callbacks export latest")
+    print("\nSee the runs live in your browser (http://127.0.0.1:8765/; Ctrl-C stops it), run:")
+    print(f"    {ui_command()}")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,13 @@
 # after the install runs even when an earlier one failed, so one run shows
 # every problem; the script exits non-zero when any stage failed. pytest's
 # "no tests collected" (exit 5) counts as a failure.
+#
+# The dashboard's browser tests (tests/test_ui_browser.py) and its benchmark
+# drive Debian's headless Chromium through Playwright (Playwright's own browser
+# download cannot reach its servers from CI): when `chromium` is not on the
+# PATH, it is installed with `apt-get install -y chromium` (CI runs as root on
+# Debian; elsewhere through `sudo -n` when that needs no password). If that
+# fails, the script stops there and says what to run.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -35,6 +42,36 @@ fi
 
 stage "installing craft-callbacks[test] into .venv (pip -c constraints.txt)"
 "$PY" -m pip install -q -c constraints.txt -e '.[test]'
+
+if ! command -v chromium >/dev/null 2>&1; then
+    stage "installing Debian's chromium for the browser tests (apt-get install -y chromium)"
+    sudo_cmd=()
+    if [[ $(id -u) -ne 0 ]]; then
+        if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+            sudo_cmd=(sudo -n)
+        else
+            echo "check.sh: chromium is not on the PATH and this user cannot install it (not root, no" \
+                "password-less sudo); run: sudo apt-get update && sudo apt-get install -y chromium" >&2
+            exit 1
+        fi
+    fi
+    if ! command -v apt-get >/dev/null 2>&1; then
+        echo "check.sh: chromium is not on the PATH and there is no apt-get to install it; install" \
+            "Chromium so that \`chromium\` is on the PATH (the browser tests drive it)" >&2
+        exit 1
+    fi
+    if ! { "${sudo_cmd[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q &&
+        "${sudo_cmd[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }; then
+        echo "check.sh: 'apt-get update && apt-get install -y chromium' failed (see above); the browser" \
+            "tests need it" >&2
+        exit 1
+    fi
+    if ! command -v chromium >/dev/null 2>&1; then
+        echo "check.sh: apt-get installed chromium but \`chromium\` is still not on the PATH" >&2
+        exit 1
+    fi
+fi
+echo "chromium: $(chromium --version 2>/dev/null || echo 'version unknown') ($(command -v chromium))"
 
 # Lint only the folders that exist (an empty folder is not in a fresh clone).
 lint_paths=()
