@@ -1078,7 +1078,7 @@
         this.container.appendChild(h("p", { class: "note", text: "No list metrics recorded yet." }));
       }
       const created = metrics.map((m) => this.add(m));
-      await pool(created.map((chart) => () => chart.load()), 6);
+      await pool(created.map((chart) => () => chart.load()), 2);  // the server is the bottleneck: charts appear one by one
       document.body.dataset.state = "ready";
       this.applyMetricFilter();
     }
@@ -1115,8 +1115,10 @@
     async poll() {
       const running = this.runs.filter((r) => r.status === "running");
       if (!running.length || this.report) return false;
-      const fresh = await Promise.all(running.map((r) => getJSON("/api/runs/" + encodeURIComponent(r.id)).catch(() => null)));
-      fresh.forEach((answer, i) => { if (answer) Object.assign(running[i], answer, { _flat: undefined }); });
+      const fresh = new Map(((await getJSON("/api/runs")).runs || []).map((r) => [r.id, r]));
+      for (const run of running) {
+        if (fresh.has(run.id)) Object.assign(run, fresh.get(run.id), { _flat: undefined });
+      }
       const added = new Set();
       for (const metric of this.metrics()) {
         if (!this.charts.has(metric)) added.add(this.add(metric));
@@ -1289,9 +1291,16 @@
       const param = new URLSearchParams(location.search).get("runs") || "";
       const ids = Array.from(new Set(param.split(",").map((s) => s.trim()).filter(Boolean)));
       if (!ids.length) showError("No runs to compare: open /compare?runs=ID1,ID2 or choose runs on the runs page.");
-      const answers = await Promise.all(ids.map((id) => getJSON("/api/runs/" + encodeURIComponent(id))
-        .catch((error) => { showError("Run “" + id + "”: " + error.message); return null; })));
-      runs = answers.filter(Boolean);
+      // One /api/runs answers for every run given by its id (lists' counts, no value decoded); a
+      // prefix, "latest" or an unknown id asks /api/runs/<ref> (which resolves it, or says 404).
+      let all = [];
+      try { all = (await getJSON("/api/runs")).runs || []; } catch (error) { /* each on its own below */ }
+      const byId = new Map(all.map((r) => [r.id, r]));
+      const answers = await Promise.all(ids.map((id) => (byId.has(id) ? Promise.resolve(byId.get(id))
+        : getJSON("/api/runs/" + encodeURIComponent(id))
+          .catch((error) => { showError("Run “" + id + "”: " + error.message); return null; }))));
+      const seen = new Set();
+      runs = answers.filter((r) => r && !seen.has(r.id) && seen.add(r.id));
     }
     const title = isReport ? "Report: " : "Compare: ";
     $("title").textContent = title + runs.length + (runs.length === 1 ? " run" : " runs");
@@ -1405,7 +1414,10 @@
     renderRunInfo(run);
     const set = new ChartSet({
       container: $("charts"), runs: [run],
-      onRunsChanged: () => renderRunInfo(run),  // the poll has put the run's new answer into it
+      onRunsChanged: async () => {  // the poll has put the run's new status, scalars and counts in it
+        try { Object.assign(run, await getJSON("/api/runs/" + encodeURIComponent(run.id))); } catch (e) { /* next time */ }
+        renderRunInfo(run);
+      },
     });
     window.craftUi = { page: "run", charts: set.charts, set };
     set.wireControls();
