@@ -3,12 +3,21 @@
 Runs offline on a CPU in seconds. Outside a Craft AI execution the metrics go
 to the local store (./craft_metrics/metrics.db); inside one, to the platform.
 Then try: ``craft-callbacks runs``.
+
+Each epoch's checkpoint lands in the run's folder; after a crash, resume the
+same run from its last one (each step is kept once)::
+
+    python examples/lightning_module.py --run-id <run id> \
+        --ckpt-path craft_metrics/<run id>/lightning-regressor/<run id>/checkpoints/last.ckpt
 """
 
 from __future__ import annotations
 
+import argparse
+
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader, TensorDataset
 
 from craft_callbacks.lightning import CraftAiLogger
@@ -47,21 +56,33 @@ def loader(samples: int, seed: int) -> DataLoader[tuple[torch.Tensor, ...]]:
     return DataLoader(TensorDataset(x, y), batch_size=16)
 
 
-def main(hidden: int = 16, lr: float = 0.05, epochs: int = 5) -> None:
+def main(
+    hidden: int = 16,
+    lr: float = 0.05,
+    epochs: int = 5,
+    run_id: str | None = None,
+    ckpt_path: str | None = None,
+) -> None:
+    """Train and test; ``run_id`` and ``ckpt_path`` resume a run from its checkpoint."""
     torch.manual_seed(0)
     model = Regressor(hidden=hidden, lr=lr)
     trainer = L.Trainer(
         max_epochs=epochs,
         log_every_n_steps=2,
         accelerator="cpu",
-        logger=CraftAiLogger(name="lightning-regressor"),
-        enable_checkpointing=False,
+        logger=CraftAiLogger(name="lightning-regressor", run_id=run_id),
+        callbacks=[ModelCheckpoint(save_last=True)],  # in the run's folder
         enable_progress_bar=False,
         enable_model_summary=False,
     )
-    trainer.fit(model, loader(320, seed=0), loader(64, seed=1))
+    trainer.fit(model, loader(320, seed=0), loader(64, seed=1), ckpt_path=ckpt_path)
     trainer.test(model, loader(64, seed=2))  # after fit: scalars of the same run
 
 
 if __name__ == "__main__":
-    main()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--run-id", help="continue this run (with --ckpt-path)")
+    parser.add_argument("--ckpt-path", help="resume from this checkpoint of the run")
+    arguments = parser.parse_args()
+    main(epochs=arguments.epochs, run_id=arguments.run_id, ckpt_path=arguments.ckpt_path)

@@ -11,6 +11,9 @@ A thin translation of the Logger interface into recorder calls:
 * ``finalize(status)`` after ``fit`` -> the run closes (last values become
   scalars) and keeps its status (success, failed, interrupted);
 * ``save()`` costs nothing: delivery is the recorder's background worker;
+* ``after_save_checkpoint`` -> what was logged before the checkpoint is
+  delivered (a wait of at most ``CHECKPOINT_FLUSH_S``), so that a training
+  killed later and resumed from it keeps it (see Resume);
 * ``save_dir`` / ``log_dir``: the run's folder, ``<store folder>/<run id>``,
   where Lightning writes its own files (``LightningCLI``'s ``config.yaml``,
   checkpoints), one folder per run as with Lightning's own loggers.
@@ -26,6 +29,35 @@ Lightning hands a logger no trainer. At the start of each stage it calls
 expected number of logging events. With ``enable_autolog_hparams=False``
 (no ``log_graph``), the first stage seen is taken as ``fit`` and what comes
 after its ``finalize`` as end-of-run values. Only the global rank 0 records.
+
+Resume. ``fit(model, ckpt_path=...)`` continues a run, each step kept once.
+
+* Which run: ``run_id=`` or ``$CRAFT_CALLBACKS_RUN_ID`` (on the platform,
+  the execution). Lightning gives a logger no legitimate way to carry its id
+  with the checkpoint. Only callbacks and the module write into it
+  (``state_dict``, ``on_save_checkpoint``); ``after_save_checkpoint`` comes
+  once the file is written. The checkpoint's path does lie in its run's
+  folder (``<root_dir>/<run id>/...`` with ``ModelCheckpoint``'s default
+  ``dirpath``), but Lightning asks the logger for the folder (``save_dir``,
+  ``version``: ``ModelCheckpoint``'s ``dirpath``, ``LightningCLI``'s
+  ``config.yaml``) in ``setup``, before it loads the checkpoint and before
+  the logger sees the trainer (``log_graph``): a run adopted then would have
+  its new files in another folder than its own. So, as with
+  ``WandbLogger(id=...)`` and ``MLFlowLogger(run_id=...)``, the id is given.
+  A fit that resumes from a checkpoint in the folder of another run of the
+  store, and so records a new run, says which id to give (one warning).
+* From which step: the trainer's public ``ckpt_path``, read in
+  ``log_graph``, tells that the fit resumes. Lightning logs at steps that
+  never go back, and the resumed fit repeats what the crashed one did after
+  the checkpoint, so its first ``log_metrics`` step ``S`` is where the replay
+  starts: ``resume_from(S - 1)`` before recording it keeps what was logged
+  before the checkpoint and replaces what was logged after it (on the
+  platform, whose lists only grow, that is not sent again). ``S`` is in the
+  units of the steps Lightning hands loggers, which the checkpoint's
+  ``global_step`` is not (it counts the steps of every optimizer). For a
+  checkpoint saved at the end of a batch, Lightning logs that batch's values
+  right after saving, and the resumed fit does not log them again: a
+  process killed within ``flush_interval`` of such a checkpoint loses them.
 """
 
 from __future__ import annotations
@@ -35,6 +67,7 @@ import math
 import multiprocessing
 import os
 import sys
+import warnings
 import weakref
 from argparse import Namespace
 from pathlib import Path
@@ -44,6 +77,7 @@ from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.pytorch.loggers.logger import Logger
 from lightning.pytorch.utilities import rank_zero_only
 
+from craft_callbacks.exceptions import CraftCallbacksWarning
 from craft_callbacks.hyperparameters import flatten
 from craft_callbacks.recorder import (
     DEFAULT_CLOSE_TIMEOUT_S,
@@ -60,6 +94,7 @@ from craft_callbacks.thinning import DEFAULT_MAX_LIST_VALUES
 __all__ = ["CraftAiLogger"]
 
 _FIT = "fit"
+CHECKPOINT_FLUSH_S = 2.0  # at most this long a checkpoint waits for the metrics logged before it
 _LIGHTNING_JOIN = "-"  # Lightning's loggers join a prefix to names with "-"
 
 
@@ -126,8 +161,11 @@ class CraftAiLogger(Logger):
     run to ``sink`` (``"auto"``: the platform inside an execution, the local
     store elsewhere). ``name`` names local runs (their pipeline); ``prefix``
     is put before every metric name as Lightning's loggers do
-    (``prefix="exp"`` records ``exp-train_loss``). The other arguments are the
-    recorder's options. Every argument can be given from ``LightningCLI``.
+    (``prefix="exp"`` records ``exp-train_loss``). ``run_id`` (default
+    ``$CRAFT_CALLBACKS_RUN_ID``) continues that local run: with
+    ``fit(ckpt_path=...)``, from the checkpoint's step, each step kept once.
+    The other arguments are the recorder's options. Every argument can be
+    given from ``LightningCLI``.
     """
 
     def __init__(
@@ -137,6 +175,7 @@ class CraftAiLogger(Logger):
         sink: Any = "auto",
         name: str | None = None,
         prefix: str = "",
+        run_id: str | None = None,
         store_path: str | None = None,
         max_list_values: int = DEFAULT_MAX_LIST_VALUES,
         flush_interval: float = DEFAULT_FLUSH_INTERVAL_S,
@@ -148,6 +187,7 @@ class CraftAiLogger(Logger):
         self._name = name
         self._prefix = prefix
         self._options: dict[str, Any] = {
+            "run_id": run_id,
             "store_path": store_path,
             "max_list_values": max_list_values,
             "flush_interval": flush_interval,
@@ -159,6 +199,7 @@ class CraftAiLogger(Logger):
         self._sink = sink
         self._stage: str | None = None
         self._trainer: Any = None
+        self._resuming = False  # this fit resumes from a checkpoint: its first step says from where
         self._pending_hyperparameters: dict[str, Any] = {}
         self._store_in_use: Path | None = None
         self._disabled_version = f"disabled-{new_execution_id()}"
@@ -231,6 +272,10 @@ class CraftAiLogger(Logger):
         if stage == _FIT:
             self._start_run(None)
             self._trainer = trainer  # its training data is set up by the first log_metrics
+            checkpoint = getattr(trainer, "ckpt_path", None)
+            self._resuming = bool(checkpoint) and self._runs.recording
+            if self._resuming:
+                self._check_the_run_of(checkpoint)
         elif self._pending_hyperparameters:  # validate/test/predict: they belong to the last run
             if self._runs.current is None:
                 self._start_run(None)
@@ -238,6 +283,28 @@ class CraftAiLogger(Logger):
             else:
                 self._runs.current.log_hyperparams(self._pending_hyperparameters)
             self._pending_hyperparameters = {}
+
+    def _check_the_run_of(self, checkpoint: Any) -> None:
+        """One warning when the checkpoint lies in the folder of another run of the store than this one."""
+        try:
+            recorder = self._runs.current if self._runs else None
+            if recorder is None or not isinstance(recorder.sink, LocalStore):
+                return
+            root = Path(self.root_dir).resolve()
+            folder = Path(os.fspath(checkpoint)).resolve().relative_to(root).parts[0]
+            if folder == recorder.execution_id or not (root / folder).is_dir():
+                return
+            if not any(run["execution_id"] == folder for run in recorder.sink.executions()):
+                return
+        except Exception:  # a URL, a path outside the store's folder: nothing to say
+            return
+        warnings.warn(
+            f"craft_callbacks: this fit resumes from a checkpoint of run {folder} but records a new run, "
+            f"{recorder.execution_id}; to continue run {folder}, pass CraftAiLogger(run_id={folder!r}) "
+            f"or set CRAFT_CALLBACKS_RUN_ID={folder}",
+            CraftCallbacksWarning,
+            stacklevel=3,
+        )
 
     def _start_run(self, expected_events: int | None) -> None:
         global _exit_hook_installed
@@ -281,13 +348,24 @@ class CraftAiLogger(Logger):
             self._stage = _FIT  # no log_graph: the first stage is taken as fit
             self._start_run(None)
         if self._stage == _FIT and self._runs.recording:
+            assert self._runs.current is not None
             if self._trainer is not None:
                 trainer, self._trainer = self._trainer, None
-                assert self._runs.current is not None
                 self._runs.current.expect_events(_expected_events(trainer))
+            if self._resuming and step is not None:  # the resumed fit's first step: the replay starts here
+                self._resuming = False
+                self._runs.current.resume_from(step - 1)
             self._runs.log_step(metrics, step)
         else:
             self._runs.log_final(metrics)
+
+    @rank_zero_only
+    def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
+        """A checkpoint was saved: what was logged before it is delivered too (a bounded wait), so a
+        training killed later and resumed from it misses no step."""
+        if self._stage == _FIT and self._runs is not None and self._runs.recording:
+            assert self._runs.current is not None
+            self._runs.current.flush(timeout=CHECKPOINT_FLUSH_S)
 
     def save(self) -> None:
         """Nothing to do: the recorder's background worker delivers (Lightning calls this every step)."""
@@ -301,6 +379,7 @@ class CraftAiLogger(Logger):
                 status = "interrupted"
             self._runs.end(status)
         self._stage = "ended"
+        self._resuming = False
 
     # -- ddp_spawn pickles the trainer and its loggers into each process -------------
 
