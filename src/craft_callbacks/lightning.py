@@ -63,6 +63,7 @@ Resume. ``fit(model, ckpt_path=...)`` continues a run, each step kept once.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import math
 import multiprocessing
 import os
@@ -354,7 +355,8 @@ class CraftAiLogger(Logger):
                 self._runs.current.expect_events(_expected_events(trainer))
             if self._resuming and step is not None:  # the resumed fit's first step: the replay starts here
                 self._resuming = False
-                self._runs.current.resume_from(step - 1)
+                with contextlib.suppress(Exception):  # a step that is no number: the recorder deals with it
+                    self._runs.current.resume_from(int(step) - 1)
             self._runs.log_step(metrics, step)
         else:
             self._runs.log_final(metrics)
@@ -362,10 +364,11 @@ class CraftAiLogger(Logger):
     @rank_zero_only
     def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
         """A checkpoint was saved: what was logged before it is delivered too (a bounded wait), so a
-        training killed later and resumed from it misses no step."""
+        training killed later and resumed from it keeps it."""
         if self._stage == _FIT and self._runs is not None and self._runs.recording:
             assert self._runs.current is not None
-            self._runs.current.flush(timeout=CHECKPOINT_FLUSH_S)
+            with contextlib.suppress(Exception):  # never into training
+                self._runs.current.flush(timeout=CHECKPOINT_FLUSH_S)
 
     def save(self) -> None:
         """Nothing to do: the recorder's background worker delivers (Lightning calls this every step)."""
