@@ -630,8 +630,8 @@ class MetricRecorder:
         if left == self.max_list_values:
             return
         self._log.info(
-            "craft_callbacks: list metric %r of execution %s already holds %s values or is recorded by "
-            "another run at once; this run has %s of its cap of %s",
+            "craft_callbacks: list metric %r of execution %s already holds %s values (a continued or "
+            "earlier run), or another run records it at once; this run has %s of its cap of %s",
             series.name,
             self.execution_id,
             f"{held:,}",
