@@ -1327,13 +1327,7 @@ def report(
     ]
     missed = [goal for goal in goals if goal.passed is False]
     if missed:
-        head += [
-            f"**Missed ({len(missed)}):** "
-            + "; ".join(f"{goal.workload}: {goal.goal}" for goal in missed)
-            + ". The measured figures are in the table above and in each section below; the benchmarks "
-            "were not tuned to pass.",
-            "",
-        ]
+        head += [missed_line([(goal.workload, goal.goal) for goal in missed]), ""]
     if failed:
         head += [
             "**Benchmarks that failed:** "
@@ -1385,7 +1379,41 @@ def splice(
         while at < len(new) and new[at].startswith("|"):
             at += 1
         new[at:at] = rows
+        refresh_missed(new, new.index("## Goals of the issue"))
     return "\n".join(new).rstrip() + "\n"
+
+
+MISSED_TAIL = (
+    ". The measured figures are in the table above and in each section below; the benchmarks were not "
+    "tuned to pass."
+)
+
+
+def missed_line(misses: list[tuple[str, str]]) -> str:
+    """The report's "Missed" paragraph for ``misses`` (workload, goal)."""
+    return f"**Missed ({len(misses)}):** " + "; ".join(f"{w}: {g}" for w, g in misses) + MISSED_TAIL
+
+
+def refresh_missed(lines: list[str], goals_at: int) -> None:
+    """The "Missed" paragraph under the goals table (heading at ``goals_at``) rewritten from the table's
+    MISS rows, in place: added where there is none, removed where nothing is missed."""
+    at = goals_at + 1
+    while at < len(lines) and not lines[at].startswith("|"):
+        at += 1
+    misses = []
+    while at < len(lines) and lines[at].startswith("|"):
+        cells = [cell.strip() for cell in lines[at].strip().strip("|").split(" | ")]
+        if len(cells) >= 4 and cells[-1] == "MISS":
+            misses.append((cells[0], cells[1]))
+        at += 1
+    end = next((i for i in range(at, len(lines)) if lines[i].startswith("## ")), len(lines))
+    found = next((i for i in range(at, end) if lines[i].startswith("**Missed (")), None)
+    if found is not None and misses:
+        lines[found] = missed_line(misses)
+    elif found is not None:
+        del lines[found : found + 2 if found + 1 < len(lines) and not lines[found + 1] else found + 1]
+    elif misses:
+        lines[at:at] = ["", missed_line(misses)]
 
 
 def hot_path_ab(

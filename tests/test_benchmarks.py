@@ -195,6 +195,12 @@ def test_run_all_splices_section_f_and_keeps_section_e(tmp_path: Path) -> None:
     assert once == twice and once.count("## (f)") == 1 and once.count("| (f) dashboard |") == 1
     assert "old e" in once and "| (e) reliability | e | m | PASS |" in once
     assert once.index("## (e)") < once.index("## (f)") < once.index("## How long")
+    assert "**Missed" not in once
+    # A missed goal is named in the "Missed" paragraph under the table; passed again, it leaves it.
+    missed = [run_all.Goal(run_all.UI_GOAL, "g", "m", False)]
+    worse = run_all.splice(once, section, missed, run_all.UI_TITLE, f"| {run_all.UI_GOAL} |")
+    assert "| (f) dashboard | g | m | MISS |\n\n**Missed (1):** (f) dashboard: g. The measured" in worse
+    assert run_all.splice(worse, section, goals, run_all.UI_TITLE, f"| {run_all.UI_GOAL} |") == once
 
 
 def test_bench_ui_writes_event_files_tensorboard_reads_back(tmp_path: Path) -> None:
