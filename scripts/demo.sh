@@ -7,7 +7,9 @@
 # with every extra into it (torch through constraints.txt: an unpinned torch
 # pulls a multi-GB CUDA build), then runs examples/quickstart.py: a HuggingFace
 # Trainer, a Lightning and a Keras model trained on the CPU, recorded into
-# ./craft_metrics/metrics.db, the runs listed, and a PNG plot written.
+# ./craft_metrics/metrics.db, the runs listed, a PNG plot and ./report.html (the
+# three runs compared, one file that opens from disk) written, and, last, the
+# `craft-callbacks ui` line to run for the live dashboard.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
