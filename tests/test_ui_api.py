@@ -446,6 +446,31 @@ def test_a_run_being_recorded_grows_in_the_answers(tmp_path: Path) -> None:
     assert LocalStore(path).list_series(run, "loss") == [(0, 1.0), (1, 0.9), (2, 0.8), (3, 0.7)]
 
 
+def test_a_cached_series_follows_every_change_of_its_list(tmp_path: Path) -> None:
+    """Whole-list answers are cached while the list is unchanged; a write, or a resumed run's
+    rewritten values, gives the new answer."""
+    path = tmp_path / "metrics.db"
+    writer = LocalStore(path)
+    run = writer.start_execution(pipeline_name="cached")
+    writer.write(run, lists=[("loss", list(range(10)), [float(step) for step in range(10)])])
+    server, address = serve(path, port=0)
+    server.start()
+    query = f"/api/series?runs={run}&metric=loss"
+    try:
+        assert request(address, query).json()["series"][0]["values"] == [float(s) for s in range(10)]
+        assert request(address, query).json()["series"][0]["values"] == [float(s) for s in range(10)]
+        writer.write(run, lists=[("loss", [10], [10.0])])
+        assert request(address, query).json()["series"][0]["steps"] == list(range(11))
+        writer.forget_after(run, 4)  # a resumed run replaces the steps after its checkpoint
+        writer.write(run, lists=[("loss", [5, 6], [-5.0, -6.0])])
+        again = request(address, query).json()["series"][0]
+        assert again["steps"] == [0, 1, 2, 3, 4, 5, 6]
+        assert again["values"] == [0.0, 1.0, 2.0, 3.0, 4.0, -5.0, -6.0]
+    finally:
+        server.stop()
+        writer.close()
+
+
 # -- craft-callbacks ui, as a user runs it --------------------------------------------------------------
 
 

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import json
 import math
+import threading
+from array import array
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any, Final
@@ -160,6 +163,12 @@ def series_of(
         answers = []
         seen = False
         for execution_id in dict.fromkeys(found):
+            if after is None:  # a chart's whole list, or a zoom into it: decoded once, then cached
+                answer = _columns.answer(db, str(store.path), execution_id, metric, points, start, end)
+                seen = seen or answer is not None
+                answers.append(answer or _one_series(execution_id, None, points, start, end, after))
+                continue
+            # a live update: only the chunks after ``after`` are decoded
             columns = select_series_columns(db, execution_id, metric, start, end, after)
             seen = seen or columns is not None
             answers.append(_one_series(execution_id, columns, points, start, end, after))
@@ -170,6 +179,108 @@ def series_of(
         return answers
 
     return {"metric": metric, "series": store.read(query)}
+
+
+class _ColumnCache:
+    """Lists already decoded for a chart, while they do not change: a chart reloaded, zoomed or
+    compared again costs no JSON decoding (which is most of a series answer's time).
+
+    Each entry is stamped with its list's chunk count, last sequence number and value count (one
+    indexed query), so any write to the list replaces it. Values and steps are kept as packed
+    arrays (16 bytes a point) and the cache holds at most ``max_points`` points, least recently
+    used first out: the ``ui`` process stays small whatever the store.
+    """
+
+    def __init__(self, max_points: int) -> None:
+        self.max_points = max_points
+        self._items: OrderedDict[tuple[str, str, str], tuple[tuple[int, int, int], SeriesColumns]] = (
+            OrderedDict()
+        )
+        self._points = 0
+        self._answers: OrderedDict[tuple[Any, ...], dict[str, Any]] = OrderedDict()
+        self._answer_points = 0
+        self._lock = threading.Lock()
+
+    def answer(
+        self,
+        db: Any,
+        store: str,
+        execution_id: str,
+        metric: str,
+        points: int,
+        start: float | None,
+        end: float | None,
+    ) -> dict[str, Any] | None:
+        """A run's series answer (None: the run has no such list), from the cache while the list is
+        unchanged."""
+        found = self.get(db, store, execution_id, metric)
+        if found is None:
+            return None
+        stamp, columns = found
+        key = (store, execution_id, metric, points, start, end, stamp)
+        with self._lock:
+            answer = self._answers.get(key)
+            if answer is not None:
+                self._answers.move_to_end(key)
+                return answer
+        answer = _one_series(execution_id, columns, points, start, end, None)
+        with self._lock:
+            if key not in self._answers:
+                self._answers[key] = answer
+                self._answer_points += len(answer["steps"])
+            while self._answer_points > MAX_CACHED_ANSWER_POINTS:
+                _, dropped = self._answers.popitem(last=False)
+                self._answer_points -= len(dropped["steps"])
+        return answer
+
+    def get(
+        self, db: Any, store: str, execution_id: str, metric: str
+    ) -> tuple[tuple[int, int, int], SeriesColumns] | None:
+        row = db.execute(
+            "SELECT l.list_id, COUNT(c.seq), COALESCE(MAX(c.seq), -1), COALESCE(SUM(c.count), 0) "
+            "FROM lists l LEFT JOIN list_chunks c USING (list_id) WHERE l.execution_id = ? AND l.name = ? "
+            "GROUP BY l.list_id",
+            (execution_id, metric),
+        ).fetchone()
+        if row is None:
+            return None
+        key, stamp = (store, execution_id, metric), (row[1], row[2], row[3])
+        with self._lock:
+            hit = self._items.get(key)
+            if hit is not None and hit[0] == stamp:
+                self._items.move_to_end(key)
+                return hit
+        columns = select_series_columns(db, execution_id, metric)
+        if columns is None:
+            return None
+        packed = _packed(columns)
+        with self._lock:
+            old = self._items.pop(key, None)
+            if old is not None:
+                self._points -= len(old[1].steps)
+            if len(packed.steps) <= self.max_points:
+                self._items[key] = (stamp, packed)
+                self._points += len(packed.steps)
+            while self._points > self.max_points:
+                _, (_, dropped) = self._items.popitem(last=False)
+                self._points -= len(dropped.steps)
+        return stamp, packed
+
+
+def _packed(columns: SeriesColumns) -> SeriesColumns:
+    """The same columns in packed arrays (ints and floats as they were; a list keeps mixed ones)."""
+    try:
+        steps: Any = array("q", columns.steps)
+    except (TypeError, OverflowError):
+        steps = columns.steps
+    values: Any = columns.values
+    if all(type(value) is float for value in values):
+        values = array("d", values)
+    return SeriesColumns(steps, values, columns.total, columns.last_step)
+
+
+MAX_CACHED_ANSWER_POINTS: Final = 1_000_000  # downsampled answers kept, in points (about 64 MB at most)
+_columns = _ColumnCache(max_points=4_000_000)  # 16 bytes a point: at most about 64 MB
 
 
 def _one_series(

@@ -1208,13 +1208,19 @@
     if (box) box.appendChild(h("p", { class: "error-box", role: "alert", text }));
   }
 
+  const RUN_KEY_DIFFS = 6;
+
   function renderRunKey(set) {
     const list = clear($("run-key"));
     set.runs.forEach((run, i) => {
       const flat = flatten(run.hyperparameters);
       const clip = (t) => (t.length > 40 ? t.slice(0, 39) + "…" : t);
       const full = set.labelKeys.map((k) => k + "=" + (k in flat ? fmtValue(flat[k]) : "—"));
-      const diffs = full.map(clip).join("  ");
+      // At most a few in the key (runs of different frameworks differ in ~170 arguments); the
+      // table below lists them all, and the title holds every one.
+      const shown = full.slice(0, RUN_KEY_DIFFS).map(clip);
+      if (full.length > shown.length) shown.push("+" + (full.length - shown.length) + " more (see the table)");
+      const diffs = shown.join("  ");
       const name = set.report
         ? h("span", { class: "label", text: runLabel(run), title: run.id })
         : h("a", { class: "label", href: runHref(run.id), text: runLabel(run), title: "Open run " + run.id });
