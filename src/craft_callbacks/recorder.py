@@ -178,6 +178,7 @@ class MetricRecorder:
         self._resume_step: int | None = None
         self._deferred: list[tuple[type[CraftCallbacksWarning], str, str]] = []
         self._worker = DeliveryWorker(self._collect, self._destination, flush_interval)
+        _shared_caps.open_run(self.execution_id, self)
         self._worker.start()
         _register(self)
         self._log.info(
@@ -651,6 +652,7 @@ class MetricRecorder:
         for series in self._series.values():
             if series.held is not None:
                 _shared_caps.leave((self.execution_id, series.name), series.thinner, self.max_list_values)
+        _shared_caps.close_run(self.execution_id, self, self.max_list_values)
 
     def _defer(self, category: type[CraftCallbacksWarning], key: str, message: str) -> None:
         """A warning found on the worker thread, emitted on the caller's next call (at its line)."""

@@ -18,8 +18,9 @@ chunk on the background worker, which of a list's new values are kept:
 from __future__ import annotations
 
 import threading
+import weakref
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 DEFAULT_MAX_LIST_VALUES: Final = 50_000
 
@@ -172,20 +173,43 @@ class SharedCaps:
     The cap is per list per *execution*: a run alone gets what earlier runs
     left (``cap - held``); runs that record the same list at the same time
     (several recorders in one process) share what is left evenly, and what a
-    run that ends did not use goes to the others. Thread-safe: each recorder's
-    worker calls it.
+    run that ends did not use goes to the others. A run counts from its start
+    (:meth:`open_run`), not from its first values of the list: shares do not
+    depend on which run's worker happened to collect first. Thread-safe: each
+    recorder's worker calls it.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._sharers: dict[tuple[str, str], _Sharers] = {}
+        # the runs recording, per execution (weakly: a run dropped unclosed stops counting)
+        self._open: dict[str, weakref.WeakSet[Any]] = {}
+
+    def open_run(self, execution_id: str, run: Any) -> None:
+        """``run`` (of ``execution_id``) starts: it will have its share of every list."""
+        with self._lock:
+            self._open.setdefault(execution_id, weakref.WeakSet()).add(run)
+
+    def close_run(self, execution_id: str, run: Any, cap: int) -> None:
+        """``run`` ended (after it left its lists): the others share its room."""
+        with self._lock:
+            runs = self._open.get(execution_id)
+            if runs is not None:
+                runs.discard(run)
+            for (execution, _), sharers in self._sharers.items():
+                if execution == execution_id:
+                    _share(sharers, cap, self._running(execution_id))
+
+    def _running(self, execution_id: str) -> int:
+        runs = self._open.get(execution_id)
+        return len(runs) if runs is not None else 0
 
     def join(self, key: tuple[str, str], thinner: ListThinner, held: int, cap: int) -> None:
         """``thinner`` starts filling the list ``key`` (execution, name), which held ``held`` values."""
         with self._lock:
             sharers = self._sharers.setdefault(key, _Sharers(held))
             sharers.thinners.append(thinner)
-            _share(sharers, cap)
+            _share(sharers, cap, self._running(key[0]))
 
     def leave(self, key: tuple[str, str], thinner: ListThinner, cap: int) -> None:
         """``thinner``'s run ended: its values stay in the list, its unused room goes to the others."""
@@ -196,22 +220,25 @@ class SharedCaps:
             sharers.thinners.remove(thinner)
             sharers.base += thinner.kept
             if sharers.thinners:
-                _share(sharers, cap)
+                _share(sharers, cap, self._running(key[0]) - 1)
             else:
                 del self._sharers[key]
 
 
-def _share(sharers: _Sharers, cap: int) -> None:
-    """Even shares of the room; a sharer that already kept more than its share keeps what it has."""
+def _share(sharers: _Sharers, cap: int, runs_open: int) -> None:
+    """Even shares of the room among the runs recording (those yet to log the list included); a
+    sharer that already kept more than its share keeps what it has."""
     room = max(0, cap - sharers.base)
     pending = sorted(sharers.thinners, key=lambda thinner: thinner.kept, reverse=True)
+    absent = max(0, runs_open - len(pending))  # runs that have not logged this list yet
     while pending:
-        fair = room // len(pending)
+        fair = room // (len(pending) + absent)
         thinner = pending[0]
         if thinner.kept <= fair:
             break
         thinner.cap = thinner.kept  # values already sent cannot be taken back
         room -= thinner.kept
         pending.pop(0)
+    shares = len(pending) + absent
     for index, thinner in enumerate(pending):
-        thinner.cap = room // len(pending) + (1 if index < room % len(pending) else 0)
+        thinner.cap = room // shares + (1 if index < room % shares else 0)
