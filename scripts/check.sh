@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The one test command: set up .venv, then lint, type-check and test.
 #
-#   bash scripts/check.sh            # everything
-#   bash scripts/check.sh -k names   # extra arguments go to pytest
+#   bash scripts/check.sh            # everything (the README's command, and CI's)
+#   bash scripts/check.sh --fast     # skips the tests marked slow, while you iterate
+#   bash scripts/check.sh -k names   # other arguments go to pytest
 #
 # Creates .venv with `python3 -m venv` when it is missing and installs the
 # package with its test extra into it; torch always comes through
@@ -21,6 +22,15 @@
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+pytest_args=()
+for argument in "$@"; do
+    if [[ "$argument" == "--fast" ]]; then
+        pytest_args+=(-m "not slow")
+    else
+        pytest_args+=("$argument")
+    fi
+done
 
 export HF_HUB_OFFLINE=1
 export KERAS_BACKEND=torch
@@ -90,9 +100,9 @@ stage "ruff format --check ${lint_paths[*]}"
 stage "mypy"
 "$PY" -m mypy || failed+=("mypy")
 
-stage "pytest${*:+ $*}"
+stage "pytest${pytest_args[*]:+ ${pytest_args[*]}}"
 pytest_rc=0
-"$PY" -m pytest "$@" || pytest_rc=$?
+"$PY" -m pytest ${pytest_args[@]+"${pytest_args[@]}"} || pytest_rc=$?
 if [[ $pytest_rc -eq 5 ]]; then
     echo "check.sh: pytest collected no tests (exit 5); that is a failure here" >&2
 fi

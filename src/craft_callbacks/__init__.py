@@ -14,6 +14,9 @@ Sinks: the platform (``sink="auto"`` in an execution), :class:`LocalStore`,
 Importing this package imports no ML framework and not ``craft-ai-sdk``.
 """
 
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _version
+
 from craft_callbacks.exceptions import (
     CraftCallbacksError,
     CraftCallbacksWarning,
@@ -30,7 +33,10 @@ from craft_callbacks.names import safe_name
 from craft_callbacks.recorder import MetricRecorder
 from craft_callbacks.sinks import DigitalHubSink, LocalStore, MemorySink
 
-__version__ = "0.1.0"
+try:  # the version is written once, in pyproject.toml
+    __version__ = _version("craft-callbacks")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree that was never installed
+    __version__ = "0+unknown"
 
 __all__ = [
     "CraftCallbacksError",
