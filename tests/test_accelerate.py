@@ -12,9 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-pytest.importorskip("accelerate")
-
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState

@@ -19,14 +19,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import pytest
+import torch
 
 from craft_callbacks import LocalStore
-
-L = pytest.importorskip("lightning")
-torch = pytest.importorskip("torch")
-
-from craft_callbacks.lightning import CraftAiLogger  # noqa: E402
+from craft_callbacks.lightning import CraftAiLogger
 
 TIMEOUT_S = 300
 STEPS = 12
