@@ -574,9 +574,6 @@ class MetricRecorder:
 
     def _collect(self, outbox: Outbox, final: bool) -> None:
         """Move new values into the outbox, thinning each list under its cap (worker thread)."""
-        resume, self._resume_step = self._resume_step, None
-        if resume is not None:
-            self._destination.resume_from(resume)
         params = self._take_hyperparameters()
         if params:
             self._destination.record_hyperparameters(params)
@@ -584,6 +581,12 @@ class MetricRecorder:
             series_list = list(self._series.values())
             scalars, self._pending_scalars = self._pending_scalars, {}
         taken = [(series, *series.drain()) for series in series_list]
+        # Read after draining: the caller sets it before logging the resumed steps, so either it
+        # is seen now (and applied before what was drained is handed over), or nothing drained
+        # now was logged after it (it is applied next round, before those values).
+        resume, self._resume_step = self._resume_step, None
+        if resume is not None:
+            self._destination.resume_from(resume)
         # Read after taking: every value taken belongs to an event already counted, so a
         # list's rate (values per event) is never overestimated, however late this thread ran.
         events, expected = self._events, self._expected_events
