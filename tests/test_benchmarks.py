@@ -206,7 +206,7 @@ def test_run_all_splices_section_f_and_keeps_section_e(tmp_path: Path) -> None:
 def test_bench_ui_writes_event_files_tensorboard_reads_back(tmp_path: Path) -> None:
     """The benchmark's vectorised writer of TensorBoard event files: TensorBoard's own loader reads every
     record (CRCs checked), with its step, tag, wall time and value, steps past each varint width."""
-    import numpy as np  # the test extra; tensorboard comes with tensorflow-cpu there
+    import numpy as np  # numpy and tensorboard: both in the test extra
     from tensorboard.backend.event_processing import event_file_loader
     from tensorboard.util import tensor_util
 
