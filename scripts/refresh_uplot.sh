@@ -7,11 +7,11 @@
 #
 # Fetches the package from the npm registry with `npm pack`, and copies
 # dist/uPlot.iife.min.js, dist/uPlot.min.css and LICENSE into
-# src/craft_callbacks/ui/static/vendor/, writing the version into vendor/VERSION.
+# src/craft_callbacks/cli/ui/static/vendor/, writing the version into vendor/VERSION.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-vendor="$here/src/craft_callbacks/ui/static/vendor"
+vendor="$here/src/craft_callbacks/cli/ui/static/vendor"
 version="${1:-$(sed -n 's/^uplot@//p' "$vendor/VERSION" 2>/dev/null || true)}"
 version="${version:-latest}"
 

@@ -34,8 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from craft_callbacks import MetricRecorder
-from craft_callbacks.spool import Spool
-from craft_callbacks.sync import SyncReport, sync_spool
+from craft_callbacks.delivery.spool import Spool
+from craft_callbacks.delivery.sync import SyncReport, sync_spool
 from platform_emulator import PlatformEmulator
 
 EXECUTION = "exec-test-1"

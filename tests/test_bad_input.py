@@ -1,4 +1,4 @@
-"""Bad input never breaks training: every odd key or value is converted, renamed or dropped (SPEC §4).
+"""Bad input never breaks training: every odd key or value is converted, renamed or dropped.
 
 Every test drives a real ``MetricRecorder`` into a ``MemorySink`` and checks, after ``close()``,
 that nothing raised, that only finite Python ``int``/``float`` values reached the sink, and that
@@ -335,7 +335,7 @@ def test_a_key_unequal_to_itself_is_cached_once_not_once_per_call(new_key: Calla
     with recording() as (recorder, run):
         for _ in range(2_000):
             recorder.log_step({new_key(): 0.5})
-        assert len(recorder._appenders_of_other_keys) == 1
+        assert len(recorder._lists.appenders_of_other_keys) == 1
     assert run.sink.lists == {"nan": [0.5] * 2_000}
     assert run.count(MetricNameWarning) == 1
 

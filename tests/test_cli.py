@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from craft_callbacks import LocalStore
-from craft_callbacks.export import read_csv_value
+from craft_callbacks.cli.export import read_csv_value
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -213,7 +213,7 @@ def test_plot_says_which_metrics_it_left_out_and_draws_the_losses(
 
 
 def test_plot_order_puts_the_usual_training_names_first() -> None:
-    from craft_callbacks.cli import plot_order
+    from craft_callbacks.cli.commands import plot_order
 
     assert plot_order(["zeta", "val_accuracy", "batch_loss", "loss", "val_loss", "f1", "epoch"]) == [
         "loss",

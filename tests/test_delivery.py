@@ -189,7 +189,7 @@ class SlowSink(MemorySink):
 
 def buffered_events(recorder: MetricRecorder) -> int:
     """How many logged events the recorder still holds, not yet taken by its worker."""
-    return max(len(series.steps) for series in recorder._series.values())
+    return max(len(series.steps) for series in recorder._lists)
 
 
 def test_logging_faster_than_delivery_keeps_a_bounded_buffer_and_loses_nothing() -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pytest
 
-from craft_callbacks.sync import sync_spool
+from craft_callbacks.delivery.sync import sync_spool
 from fault_matrix import FAULTS, SPOOL, Fault, kill_sync, kill_training_during_outage, run_fault, said
 from platform_emulator import PlatformEmulator
 

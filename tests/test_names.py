@@ -1,4 +1,4 @@
-"""The metric name policy: ``safe_name`` and ``NameRegistry`` (SPEC §4, Names)."""
+"""The metric name policy: ``safe_name`` and ``NameRegistry`` (the rules: craft_callbacks.names)."""
 
 from __future__ import annotations
 

@@ -22,7 +22,7 @@ from craft_ai_sdk.shared import execution_context
 
 from craft_callbacks import DeliveryWarning, LocalStore, MetricLimitWarning, MetricRecorder
 from craft_callbacks.cli import main as cli_main
-from craft_callbacks.spool import Spool
+from craft_callbacks.delivery.spool import Spool
 from platform_emulator import PlatformEmulator
 
 EXECUTION = "exec-test-1"

@@ -71,7 +71,7 @@ MAPPINGS = st.dictionaries(KEYS, VALUES, max_size=6)
 
 
 def expected_number(value: Any) -> int | float | None:
-    """The number SPEC §4 says ``value`` is (a finite Python int or float), or None when it is none."""
+    """The number the value rules (craft_callbacks.values) make of ``value``, or None when it is none."""
     if type(value) is bool:
         return int(value)
     if type(value) is int:

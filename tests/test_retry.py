@@ -1,4 +1,4 @@
-"""One retry policy (craft_callbacks.retry) and one rule for which failures may have landed."""
+"""One retry policy (craft_callbacks.delivery.retry) and one rule for which failures may have landed."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 from craft_ai_sdk.exceptions import SdkException
 
 from craft_callbacks import PermanentError
+from craft_callbacks.delivery.retry import Backoff, is_permanent, may_have_landed, retrying
 from craft_callbacks.exceptions import NotSentError
-from craft_callbacks.retry import Backoff, is_permanent, may_have_landed, retrying
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "craft_callbacks"
 
@@ -95,4 +95,4 @@ def test_the_policy_is_written_once() -> None:
             for node in ast.walk(_modules()[name])
             if isinstance(node, ast.ImportFrom) and node.module
         }
-        assert "craft_callbacks.retry" in imports, name
+        assert "craft_callbacks.delivery.retry" in imports, name

@@ -11,7 +11,7 @@ import pytest
 
 from craft_callbacks import DeliveryWarning, MetricRecorder
 from craft_callbacks.cli import main as cli_main
-from craft_callbacks.spool import SCHEMA_VERSION, Spool
+from craft_callbacks.delivery.spool import SCHEMA_VERSION, Spool
 from platform_emulator import PlatformEmulator
 
 SPOOL = Path("craft_metrics") / "spool.db"

@@ -649,7 +649,9 @@ def test_every_command_answers_an_unreadable_store_with_one_line_and_status_2(
     healthy_store(path)
     path.chmod(0o000)
     args = [*COMMANDS[command], "--store", str(path)]
-    imports = "import sys\nimport craft_callbacks.cli, craft_callbacks.export, craft_callbacks.sync"
+    imports = (
+        "import sys\nimport craft_callbacks.cli, craft_callbacks.cli.export, craft_callbacks.delivery.sync"
+    )
     done = unprivileged(imports, f"sys.exit(craft_callbacks.cli.main({args!r}))", shared_folder)
     assert done.returncode == 2, done.stderr
     assert done.stdout == ""

@@ -1,6 +1,6 @@
 """The dashboard's server and JSON API, over real HTTP, on a store filled by real recordings.
 
-The server is the real one (``craft_callbacks.ui.server.serve``) on 127.0.0.1 and a free port;
+The server is the real one (``craft_callbacks.cli.ui.server.serve``) on 127.0.0.1 and a free port;
 the store is written by ``MetricRecorder`` into a ``LocalStore``; requests go out with
 ``http.client``, which sends the path exactly as written (``..`` and all). Also here: the
 downsampling functions, the report (``craft-callbacks report``) and ``craft-callbacks ui`` as a
@@ -30,10 +30,10 @@ from hypothesis import strategies as st
 
 from craft_callbacks import LocalStore, LocalStoreError, MetricRecorder
 from craft_callbacks.cli import main as cli_main
-from craft_callbacks.ui import api
-from craft_callbacks.ui.downsample import in_order, min_max, smooth, step_range
-from craft_callbacks.ui.report import DATA_BLOCK_ID, embed_json, render
-from craft_callbacks.ui.server import serve, static_file
+from craft_callbacks.cli.ui import api
+from craft_callbacks.cli.ui.downsample import in_order, min_max, smooth, step_range
+from craft_callbacks.cli.ui.report import DATA_BLOCK_ID, embed_json, render
+from craft_callbacks.cli.ui.server import serve, static_file
 
 IMG = "<img src=x onerror=alert(1)>"
 CLOSE_SCRIPT = "</script><script>alert(1)</script>"
@@ -381,7 +381,7 @@ def test_an_unexpected_error_is_a_500_in_json_and_logged(
         raise RuntimeError("boom\nsecond line")
 
     monkeypatch.setattr(api, "runs", broken)
-    with caplog.at_level("ERROR", logger="craft_callbacks.ui"):
+    with caplog.at_level("ERROR", logger="craft_callbacks.cli.ui"):
         answer = request(url, "/api/runs")
     assert answer.status == 500
     assert answer.json() == {"error": "internal error: RuntimeError: boom second line"}

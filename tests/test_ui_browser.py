@@ -5,7 +5,7 @@ installs it), driven by Playwright for Python through ``executable_path``: Playw
 own browser download cannot reach its servers from these machines. A missing chromium
 or playwright FAILS these tests, with the command that fixes it: they are never skipped.
 
-The server is the real one (:func:`craft_callbacks.ui.server.serve`) on a real store the
+The server is the real one (:func:`craft_callbacks.cli.ui.server.serve`) on a real store the
 tests record with ``MetricRecorder``. Screenshots of each page go to ``$UI_SCREENSHOTS``
 (default ``<repo>/ui-screenshots/``) for a person to look at.
 """
@@ -27,7 +27,7 @@ import pytest
 
 from craft_callbacks import LocalStore, MetricRecorder
 from craft_callbacks.cli import main as cli_main
-from craft_callbacks.ui.server import serve
+from craft_callbacks.cli.ui.server import serve
 
 REPO = Path(__file__).resolve().parent.parent
 SHOTS = Path(os.environ.get("UI_SCREENSHOTS") or REPO / "ui-screenshots")

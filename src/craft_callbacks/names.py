@@ -20,9 +20,15 @@ first keeps the name, the second gets ``-`` and 8 hex digits of its hash and a
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import unicodedata
-from typing import Final
+from collections.abc import Hashable
+from typing import Any, Final
+
+from craft_callbacks.exceptions import MetricNameWarning
+from craft_callbacks.notices import Notices
+from craft_callbacks.values import describe_type
 
 MAX_NAME_LENGTH: Final = 255
 _UNSAFE: Final = re.compile(r"[^A-Za-z0-9_.\-]")
@@ -73,3 +79,65 @@ class NameRegistry:
         self._by_source[source] = name
         self._sources[name] = source
         return name, clash
+
+
+class KeyNames:
+    """The names of one run's metric keys, saying once about anything surprising.
+
+    A non-string key, two keys that map to one name, an empty or too long
+    name: one warning each. A plain renaming (``train/loss`` ->
+    ``train_loss``) is one log line.
+    """
+
+    def __init__(self, notices: Notices, log: logging.Logger) -> None:
+        self._registry = NameRegistry()
+        self._notices = notices
+        self._log = log
+
+    def name_for(self, key: Any) -> str:
+        """The run's safe name for a metric key."""
+        if isinstance(key, str):
+            source = key
+        else:
+            source = key_text(key)
+            self._notices.once(
+                MetricNameWarning,
+                source,
+                f"metric key of type {describe_type(key)} is not a string; recorded as {source!r}",
+            )
+        name, clash = self._registry.resolve(source)
+        if clash is not None:
+            self._notices.once(
+                MetricNameWarning,
+                source,
+                f"metric names {clash!r} and {source!r} both map to a safe name; "
+                f"{source!r} is recorded as {name!r} to keep them apart",
+            )
+        elif not source:
+            self._notices.once(MetricNameWarning, source, f"empty metric name recorded as {name!r}")
+        elif len(source) > MAX_NAME_LENGTH:
+            self._notices.once(
+                MetricNameWarning,
+                source,
+                f"metric name of {len(source)} characters shortened to {name!r} (at most {MAX_NAME_LENGTH})",
+            )
+        elif name != source and self._notices.mark("renamed", name):
+            self._log.info("craft_callbacks: metric %r is recorded as %r", source, name)
+        return name
+
+
+def key_text(key: Any) -> str:
+    """A non-string key as text: ``str(key)``, or its type when it cannot be printed."""
+    try:
+        return str(key)
+    except Exception:  # an int beyond the str() digit limit, a broken __str__
+        return f"{type(key).__name__}-key"
+
+
+def cache_key(key: Any) -> tuple[type, Hashable]:
+    """Where a non-string key's appenders are cached: a key unequal to itself (NaN) by its text."""
+    try:
+        same = bool(key == key)
+    except Exception:
+        same = False
+    return (type(key), key) if same else (type(key), key_text(key))

@@ -20,9 +20,9 @@ from __future__ import annotations
 import threading
 import weakref
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any
 
-DEFAULT_MAX_LIST_VALUES: Final = 50_000
+from craft_callbacks.defaults import DEFAULT_MAX_LIST_VALUES
 
 
 @dataclass

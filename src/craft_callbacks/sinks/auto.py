@@ -30,8 +30,8 @@ def sdk_installed() -> bool:
     return importlib.util.find_spec("craft_ai_sdk") is not None
 
 
-def sdk_import() -> warnings.catch_warnings[None]:
-    """Import craft-ai-sdk without its side effect on the process's warning filters.
+def keep_warning_filters() -> warnings.catch_warnings[None]:
+    """Around an import of craft-ai-sdk: the process's warning filters are restored after it.
 
     Importing ``craft_ai_sdk.sdk`` runs ``warnings.simplefilter("always",
     DeprecationWarning)``, which would make every deprecation warning of the
@@ -51,7 +51,7 @@ def platform_execution_id() -> str | None:
     if not os.environ.get(EXECUTION_ENV) and not _module_exists(INJECTED_CONTEXT):
         return None
     if sdk_installed():
-        with sdk_import():
+        with keep_warning_filters():
             from craft_ai_sdk.shared.execution_context import get_execution_id
 
         found = get_execution_id()  # type: ignore[no-untyped-call]
@@ -61,7 +61,7 @@ def platform_execution_id() -> str | None:
 
 def platform_sink() -> Any:
     """A ``CraftAiSdk`` built from the step's environment (URL and token come from it)."""
-    with sdk_import():
+    with keep_warning_filters():
         from craft_ai_sdk import CraftAiSdk
 
     return CraftAiSdk()  # type: ignore[no-untyped-call]

@@ -1,21 +1,14 @@
-"""Delivery to the Craft AI platform through the real ``craft-ai-sdk`` client.
+"""The Craft AI platform's sink: the real ``craft-ai-sdk`` client, and what we need of it.
 
-Spooled, chunked (one HTTP request per SDK call of at most 10,000 values),
-retried and reconciled by :class:`~craft_callbacks.spooled.SpooledDestination`;
-the platform's list count is what reconciles. Which errors are refusals and
-which may have landed is decided in :mod:`craft_callbacks.retry`. The SDK's requests carry
-no timeout of their own; the platform sink gives its client one.
+How to tell a ``CraftAiSdk`` (without importing the SDK), the request timeout
+its HTTP session lacks, and the platform's count of a list. Delivery to it
+(spooled, chunked, retried, reconciled) is
+:class:`craft_callbacks.delivery.craft_ai.CraftAiDestination`.
 """
 
 from __future__ import annotations
 
-from typing import Any, Final
-
-from craft_callbacks.retry import is_permanent
-from craft_callbacks.spool import Spool
-from craft_callbacks.spooled import SpooledDestination
-
-DEFAULT_REQUEST_TIMEOUT_S: Final = 30.0
+from typing import Any
 
 
 def is_craft_ai_sdk(sink: Any) -> bool:
@@ -63,22 +56,3 @@ def platform_list_count(sdk: Any, execution_id: str, name: str) -> int:
         for row in rows
         if row.get("name") == name and row.get("execution_id") == execution_id
     )
-
-
-class PlatformDestination(SpooledDestination):
-    """One execution on the Craft AI platform: spooled, chunked, retried and reconciled."""
-
-    def __init__(self, sdk: Any, execution_id: str, spool: Spool | None, request_timeout: float) -> None:
-        super().__init__(
-            sdk, execution_id, f"the Craft AI platform (execution {execution_id})", spool, execution_id
-        )
-        install_request_timeout(sdk, request_timeout)
-
-    def remote_count(self, name: str) -> int | None:
-        """The platform's count of a list; None when the platform will not tell (a 4xx)."""
-        try:
-            return platform_list_count(self.sink, self.execution_id, name)
-        except Exception as error:
-            if is_permanent(error):
-                return None
-            raise

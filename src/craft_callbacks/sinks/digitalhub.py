@@ -11,7 +11,7 @@ single value that differs (an ``evaluate()`` after ``fit``) is written as
 ``<name>.final``, with one warning.
 
 Delivery goes through the spool like the Craft AI platform's
-(:class:`~craft_callbacks.spooled.SpooledDestination`): values are spooled
+(:class:`craft_callbacks.delivery.digitalhub.DigitalHubDestination`): values are spooled
 before they are sent, a failed call is checked against the series' length on
 the entity before anything is sent again, and ``craft-callbacks sync``
 delivers what a crash or an outage left, to the entity it was recorded for.
@@ -26,11 +26,8 @@ from functools import cache
 from typing import Any, Final
 
 from craft_callbacks.exceptions import MetricNameWarning, PermanentError
-from craft_callbacks.spool import Spool
-from craft_callbacks.spooled import SpooledDestination
 from craft_callbacks.values import Number
 
-SPOOL_PREFIX: Final = "digitalhub:"  # spool keys of DigitalHub entities: the prefix and the entity's key
 LIST_UNLIMITED: Final = 1 << 62
 FINAL_SUFFIX: Final = ".final"  # a single value whose name is a series on the entity
 _NOTHING: Final = object()
@@ -146,27 +143,6 @@ class DigitalHubSink:
         """
         if hasattr(self.entity, "_entity_has_metrics"):
             self.entity._entity_has_metrics = None
-
-
-class DigitalHubDestination(SpooledDestination):
-    """One DigitalHub entity: spooled, retried, and reconciled by each series' length."""
-
-    sink: DigitalHubSink
-
-    def __init__(self, sink: DigitalHubSink, spool: Spool | None) -> None:
-        super().__init__(sink, sink.execution_id, sink.description, spool, SPOOL_PREFIX + sink.key)
-
-    def remote_count(self, name: str) -> int:
-        return self.sink.list_count(name)
-
-
-def sink_for_key(key: str) -> DigitalHubSink:
-    """The sink of the entity a spool key names (``digitalhub:store://project/run/...``)."""
-    import digitalhub as dh
-
-    entity_key = key.removeprefix(SPOOL_PREFIX)
-    entity_type = entity_key.removeprefix("store://").split("/")[1]
-    return DigitalHubSink(getattr(dh, f"get_{entity_type}")(entity_key))
 
 
 @cache

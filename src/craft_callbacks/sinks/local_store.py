@@ -43,13 +43,20 @@ from functools import cache, partial
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
+from craft_callbacks.defaults import STORE_ENV
 from craft_callbacks.exceptions import DeliveryWarning, LocalStoreError, RunNotFoundError
+from craft_callbacks.sqlite_files import (
+    BUSY_TIMEOUT_S,
+    DEFAULT_STORE_PATH,
+    connect,
+    default_store_path,
+    enable_wal,
+    rows_by_group,
+    write_transaction,
+)
 from craft_callbacks.values import Number, Rejected, to_number
 
-STORE_ENV: Final = "CRAFT_CALLBACKS_STORE"
-DEFAULT_STORE_PATH: Final = Path("craft_metrics") / "metrics.db"
 SCHEMA_VERSION: Final = 2
-_BUSY_TIMEOUT_S: Final = 60.0
 _SQLITE_HEADER: Final = b"SQLite format 3\x00"
 # quick_check reads every page (about 0.5 s per GiB from cache); past this size only the
 # header, the version and the schema are checked when a store opens.
@@ -94,11 +101,6 @@ _TABLES: Final = {"executions", "metrics", "lists", "list_chunks"}
 _SCHEMA_1_VALUES: Final = ("list_values", frozenset({"list_id", "seq", "step", "value"}))
 
 ListBatch = tuple[str, Sequence[int | None], Sequence[Number]]
-
-
-def default_store_path() -> Path:
-    """The default store: ``$CRAFT_CALLBACKS_STORE``, else ``./craft_metrics/metrics.db``."""
-    return Path(os.environ.get(STORE_ENV) or DEFAULT_STORE_PATH)
 
 
 def utc_now() -> str:
@@ -255,14 +257,8 @@ class LocalStore:
         db = self._new_connection()
         try:
             _check_pages(db, where)
-            db.execute("BEGIN IMMEDIATE")
-            try:
+            with write_transaction(db):
                 _check_and_create_schema(db, where)
-            except BaseException:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
             enable_wal(db)
             db.execute("PRAGMA synchronous=NORMAL")
             # A read in WAL mode opens the WAL and its index: from then on this connection
@@ -283,9 +279,7 @@ class LocalStore:
 
     def _new_connection(self) -> sqlite3.Connection:
         try:
-            return sqlite3.connect(
-                self.path, timeout=_BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
-            )
+            return connect(self.path)
         except sqlite3.Error as error:
             raise LocalStoreError(f"cannot open metrics store {self.path}: {error}") from error
 
@@ -327,16 +321,8 @@ class LocalStore:
         """
         try:
             self._follow_file()
-            db = self._connection()
-            db.execute("BEGIN IMMEDIATE")
-            try:
+            with write_transaction(self._connection()) as db:
                 yield db
-            except BaseException:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                raise
-            if db.in_transaction:
-                db.execute("COMMIT")
         except sqlite3.Error as error:
             raise LocalStoreError(f"cannot write to the metrics store {self.path}: {error}") from error
 
@@ -402,13 +388,8 @@ class LocalStore:
             how = f"it cannot be re-created there ({error}), so a new store was made at {self.path}"
         new = self._anchor
         assert new is not None
-        new.db.execute("BEGIN IMMEDIATE")
-        try:
+        with write_transaction(new.db):
             copied = [run.row[0] for run in saved if run.insert_into(new.db)]
-        except BaseException:
-            new.db.execute("ROLLBACK")
-            raise
-        new.db.execute("COMMIT")
         self._forget(old.db)
         self._generation += 1
         if copied:  # none: the file at the path already holds these runs (nothing to tell)
@@ -751,7 +732,7 @@ class ReadOnlyStore:
                 db = sqlite3.connect(
                     f"{uri}?{'mode=ro' if live else 'immutable=1'}",
                     uri=True,
-                    timeout=_BUSY_TIMEOUT_S,
+                    timeout=BUSY_TIMEOUT_S,
                     isolation_level=None,
                     check_same_thread=False,
                 )
@@ -1141,32 +1122,12 @@ def _saved_run(source: sqlite3.Connection, execution_id: str) -> _SavedRun | Non
 
 def _chunk_list_values(db: sqlite3.Connection) -> None:
     """Move a schema-1 store's one-row-per-value lists into chunks (one per list)."""
-    for (list_id,) in db.execute("SELECT DISTINCT list_id FROM list_values").fetchall():
-        rows = db.execute(
-            "SELECT step, value FROM list_values WHERE list_id = ? ORDER BY seq", (list_id,)
-        ).fetchall()
+    for (list_id,), rows in rows_by_group(db, "list_values", ("list_id",), ("step", "value")):
         db.execute(
             "INSERT INTO list_chunks (list_id, seq, count, steps, vals) VALUES (?, 0, ?, ?, ?)",
             (list_id, len(rows), json.dumps([row[0] for row in rows]), json.dumps([row[1] for row in rows])),
         )
     db.execute("DROP TABLE list_values")
-
-
-def enable_wal(db: sqlite3.Connection) -> None:
-    """Switch to WAL, waiting out another process doing the same.
-
-    The switch needs the file to itself, and SQLite answers "database is
-    locked" at once instead of calling its busy handler, so wait here.
-    """
-    deadline = time.monotonic() + _BUSY_TIMEOUT_S
-    while True:
-        try:
-            db.execute("PRAGMA journal_mode=WAL")
-            return
-        except sqlite3.OperationalError as error:
-            if "locked" not in str(error) or time.monotonic() > deadline:
-                raise
-            time.sleep(0.01)
 
 
 def _checked(name: str, value: Any) -> Number:

@@ -31,14 +31,13 @@ from pathlib import Path
 from typing import Final
 
 from craft_callbacks.exceptions import LocalStoreError
-from craft_callbacks.sinks.local_store import default_store_path, enable_wal
+from craft_callbacks.sqlite_files import connect_wal, default_store_path, rows_by_group, write_transaction
 from craft_callbacks.values import Number
 
 SPOOL_FILE: Final = "spool.db"
 # 1: one row per value; 2: one chunk per list per round; 3: each list's last step (resume)
 SCHEMA_VERSION: Final = 3
 UNVERIFIABLE: Final = -1  # a list's base when the platform would not tell its count
-_BUSY_TIMEOUT_S: Final = 60.0
 
 _SCHEMA: Final = (
     """CREATE TABLE IF NOT EXISTS spool_lists (
@@ -125,25 +124,13 @@ class Spool:
 
     def _connection(self) -> sqlite3.Connection:
         if self._db is None or self._pid != os.getpid():
-            db = sqlite3.connect(
-                self.path, timeout=_BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
-            )
-            enable_wal(db)
-            db.execute("PRAGMA synchronous=NORMAL")
-            self._db, self._pid = db, os.getpid()
+            self._db, self._pid = connect_wal(self.path), os.getpid()
         return self._db
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            db = self._connection()
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                yield db
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
+        with self._lock, write_transaction(self._connection()) as db:
+            yield db
 
     def close(self) -> None:
         with self._lock:
@@ -389,12 +376,9 @@ _COLUMNS: Final = {
 
 def _chunk_spool_values(db: sqlite3.Connection) -> None:
     """Move an older spool's one-row-per-value lists into chunks (one per list)."""
-    lists = db.execute("SELECT DISTINCT execution_id, name FROM spool_values").fetchall()
-    for execution_id, name in lists:
-        rows = db.execute(
-            "SELECT seq, value FROM spool_values WHERE execution_id = ? AND name = ? ORDER BY seq",
-            (execution_id, name),
-        ).fetchall()
+    for (execution_id, name), rows in rows_by_group(
+        db, "spool_values", ("execution_id", "name"), ("seq", "value")
+    ):
         db.execute(
             "INSERT OR REPLACE INTO spool_chunks (execution_id, name, seq, count, vals) "
             "VALUES (?, ?, ?, ?, ?)",

@@ -1,36 +1,28 @@
-"""Background delivery: batch what the recorder collected and hand it to the sink.
+"""Destinations: where one run's values go, what they have not accepted, and where each value is.
 
-The training thread only appends to in-memory buffers. A daemon worker wakes
-every ``flush_interval`` seconds (or sooner when asked), collects the new
-values, and gives each list metric's new values to the sink in one call per
-flush. A failing sink is retried with exponential backoff and jitter, and
-nothing it raises reaches the training thread.
+:class:`Destination` sends to any object with the SDK's two recording
+methods, in requests of at most ``LIST_REQUEST_LIMIT`` values;
+:class:`StoreDestination` writes the local store; the remote ones (the
+platform, DigitalHub) are :class:`~craft_callbacks.delivery.remote.RemoteDestination`.
+:class:`Whereabouts` counts a run's values as delivered, spooled or lost.
 """
 
 from __future__ import annotations
 
-import contextvars
-import logging
-import threading
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from craft_callbacks.exceptions import DeliveryWarning, LocalStoreError, NotSentError
-from craft_callbacks.retry import BACKOFF, is_permanent
+from craft_callbacks.delivery.retry import is_permanent, retrying
+from craft_callbacks.exceptions import DeliveryWarning, NotSentError
 from craft_callbacks.values import Number
 
-if TYPE_CHECKING:  # the sinks package imports this module
+if TYPE_CHECKING:
     from craft_callbacks.sinks.local_store import LocalStore
 
-logger = logging.getLogger("craft_callbacks")
-
 LIST_REQUEST_LIMIT = 10_000  # the SDK splits larger lists into several requests
-# At close, a local fault (the store cannot be written) is tried this many more rounds, not
-# for the whole close timeout: waiting does not mend a full disk or a damaged file.
-LOCAL_TRIES_AT_CLOSE: Final = 2
 
 
 @runtime_checkable
@@ -151,6 +143,37 @@ class Destination:
         """Take the new values and send everything pending; raises on a transient failure."""
         self.take(new)
         self.send()
+
+    def deliver_after_close(
+        self, scalars: dict[str, Number], still_sending: bool, timeout: float
+    ) -> str | None:
+        """End-of-run values that came after close: delivered before returning (a blocking write
+        is fine now), with the end of a run's retries. None when they were delivered, else what
+        went wrong and where they are, in words.
+
+        ``still_sending``: the worker is still stuck in a request past close, so nothing is sent
+        beside it; a spooling destination keeps the values in its spool.
+        """
+        outbox = Outbox(scalars=dict(scalars))
+        if still_sending:
+            self.take(outbox)
+            why = f"were not sent: delivery to {self.description} is still stuck"
+            kept = self.whereabouts("delivery is still stuck").spooled_scalars
+        else:
+            try:
+                self.take(outbox)
+                retrying(self.send, attempts=3, deadline=time.monotonic() + timeout)
+                return None
+            except Exception as error:
+                why = f"could not be delivered to {self.description} ({type(error).__name__}: {error})"
+                kept = self.whereabouts("").spooled_scalars
+        spool = self.spool_path()
+        where = (
+            f"they are in the spool {spool} (craft-callbacks sync --spool {spool})"
+            if kept and spool
+            else ("they are lost")
+        )
+        return f"end-of-run values {sorted(scalars)} {why}; {where}"
 
     def held(self, name: str) -> int | None:
         """How many values the list ``name`` holds before this run's own (the cap counts them).
@@ -318,174 +341,3 @@ class StoreDestination(Destination):
 
     def set_status(self, status: str) -> None:
         self.sink.set_status(self.execution_id, status)
-
-
-class DeliveryWorker:
-    """The daemon thread that moves collected values to a destination.
-
-    Every ``flush_interval`` (or sooner when asked) it collects the new
-    values and gives them to the destination's ``take`` (a spooling
-    destination writes its spool there), so the spool keeps pace with
-    training whatever the remote does. It sends when no retry backoff is
-    running; after a failure the next send waits per :data:`~craft_callbacks.retry.BACKOFF`.
-
-    ``collect(outbox, final)`` runs on the worker thread and moves the
-    recorder's new values into the outbox; ``final`` is true on the last
-    round, at close.
-    """
-
-    def __init__(
-        self,
-        collect: Callable[[Outbox, bool], None],
-        destination: Destination,
-        flush_interval: float,
-    ) -> None:
-        self.outbox = Outbox()
-        self.destination = destination
-        self._collect = collect
-        self._interval = max(0.01, float(flush_interval))
-        self._wake = threading.Event()
-        self._state = threading.Condition()
-        self._requested = 0
-        self._done = 0
-        self.rounds = 0
-        self._stopping = False
-        self._deadline = float("inf")
-        self._failures = 0
-        self._local_failures = 0
-        self._next_send = 0.0
-        self._last_error: str | None = None
-        self._warned: set[str] = set()
-        self.gave_up_locally = False
-        # Run in a copy of the creator's context: the platform's injected execution context
-        # (craft_ai_sdk's execution id) lives in a ContextVar, which new threads do not inherit.
-        context = contextvars.copy_context()
-        self._thread = threading.Thread(
-            target=context.run, args=(self._run,), name="craft-callbacks-delivery", daemon=True
-        )
-
-    def start(self) -> None:
-        self._thread.start()
-
-    @property
-    def alive(self) -> bool:
-        return self._thread.is_alive()
-
-    def request_flush(self) -> None:
-        """Wake the worker now (a buffer is large); returns at once."""
-        self._wake.set()
-
-    def wait_for_round(self, timeout: float) -> bool:
-        """Wake the worker and wait until it has collected once more; False on timeout."""
-        with self._state:
-            seen = self.rounds
-            self._wake.set()
-            return self._state.wait_for(lambda: self.rounds > seen or not self.alive, timeout)
-
-    def flush(self, timeout: float | None = None) -> bool:
-        """Wait until everything collected before this call is delivered; False on timeout."""
-        with self._state:
-            self._requested += 1
-            target = self._requested
-            self._next_send = 0.0  # an explicit flush tries at once
-        self._wake.set()
-        with self._state:
-            return self._state.wait_for(lambda: self._done >= target or not self.alive, timeout)
-
-    def stop(self, timeout: float) -> bool:
-        """Deliver everything (a last collect included) and end the thread; False if it ran out of time."""
-        with self._state:
-            self._stopping = True
-            self._deadline = time.monotonic() + timeout
-            self._next_send = 0.0
-        self._wake.set()
-        self._thread.join(timeout + 1.0)
-        return not self._thread.is_alive() and not self.outbox and not self.destination.pending
-
-    def _run(self) -> None:
-        delay = self._interval
-        while True:
-            self._wake.wait(delay)
-            self._wake.clear()
-            with self._state:
-                stopping = self._stopping
-                target = self._requested
-            taken = self._take(final=stopping)
-            now = time.monotonic()
-            delivered = False
-            if now >= self._next_send:
-                delivered = self._send() and taken
-                if delivered:
-                    with self._state:
-                        self._done = max(self._done, target)
-                        self._state.notify_all()
-            delay = self._interval
-            if self._failures:
-                delay = max(0.0, min(delay, self._next_send - now))
-            if stopping:
-                over = now + min(delay, 1.0) >= self._deadline
-                if self._local_failures > LOCAL_TRIES_AT_CLOSE:
-                    self.gave_up_locally = True
-                if delivered or over or self.gave_up_locally:
-                    with self._state:
-                        self._state.notify_all()
-                    return
-                delay = min(delay, max(0.0, self._deadline - time.monotonic()))
-
-    def _take(self, final: bool) -> bool:
-        """Collect the new values and hand them to the destination (its spool); False on a failure."""
-        try:
-            self._collect(self.outbox, final)
-            with self._state:
-                self.rounds += 1
-                self._state.notify_all()
-            self.destination.take(self.outbox)
-        except Exception as error:
-            if isinstance(error, LocalStoreError):
-                self._local_failures += 1
-            self._note_failure("writing", error)
-            return False
-        self._local_failures = 0
-        return True
-
-    def _send(self) -> bool:
-        """Send what the destination holds; False (and a backoff) on a failure."""
-        try:
-            if self.destination.pending:
-                self.destination.send()
-        except Exception as error:
-            self._failures += 1
-            self._next_send = time.monotonic() + BACKOFF.delay(self._failures)
-            self._note_failure("delivering", error)
-            return False
-        if self._failures:
-            logger.info(
-                "craft_callbacks: delivery to %s recovered after %d failed attempts",
-                self.destination.description,
-                self._failures,
-            )
-        self._failures = 0
-        self._next_send = 0.0
-        return True
-
-    def _note_failure(self, doing: str, error: BaseException) -> None:
-        self._last_error = f"{type(error).__name__}: {error}"
-        if doing in self._warned:
-            return
-        self._warned.add(doing)
-        spool = self.destination.spool_path()
-        kept = (
-            f"values not yet accepted are kept in the spool {spool}"
-            if spool and doing == "delivering"
-            else "values not yet written are kept in memory"
-        )
-        warnings.warn(
-            f"craft_callbacks: {doing} metrics to {self.destination.description} failed "
-            f"({self._last_error}); retrying in the background, training goes on ({kept})",
-            DeliveryWarning,
-            stacklevel=2,
-        )
-
-    @property
-    def last_error(self) -> str | None:
-        return self._last_error

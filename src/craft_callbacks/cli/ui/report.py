@@ -25,10 +25,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
 
+from craft_callbacks.cli.ui import api
+from craft_callbacks.cli.ui.server import STATIC_DIR, static_file
 from craft_callbacks.exceptions import CraftCallbacksError
 from craft_callbacks.sinks.local_store import ReadOnlyStore, utc_now
-from craft_callbacks.ui import api
-from craft_callbacks.ui.server import STATIC_DIR, static_file
 
 DEFAULT_REPORT_POINTS: Final = 2000
 DATA_BLOCK_ID: Final = "report-data"

@@ -17,9 +17,9 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from craft_callbacks.delivery.spool import default_spool_path
 from craft_callbacks.exceptions import CraftCallbacksError
 from craft_callbacks.sinks.local_store import LocalStore
-from craft_callbacks.spool import default_spool_path
 
 MAX_PLOT_PANELS = 12
 # What plot draws first when it cannot draw every list (in this order).
@@ -74,28 +74,28 @@ def _runs(args: argparse.Namespace) -> int:
     if args.json:
         _emit_json([{**run, "scalars": scalars[run["execution_id"]]} for run in runs])
         return 0
-    from craft_callbacks.views import runs_table
+    from craft_callbacks.cli.views import runs_table
 
     _console().print(runs_table(runs, scalars))
     return 0
 
 
 def _show(args: argparse.Namespace) -> int:
-    from craft_callbacks.export import run_data
+    from craft_callbacks.cli.export import run_data
 
     store = _store(args)
     data = run_data(store, store.find_run(args.run))
     if args.json:
         _emit_json(data)
         return 0
-    from craft_callbacks.views import show_run
+    from craft_callbacks.cli.views import show_run
 
     _console().print(show_run(data))
     return 0
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from craft_callbacks.export import run_data
+    from craft_callbacks.cli.export import run_data
 
     store = _store(args)
     runs = [run_data(store, store.find_run(reference)) for reference in args.runs]
@@ -107,15 +107,15 @@ def _compare(args: argparse.Namespace) -> int:
             }
         )
         return 0
-    from craft_callbacks.views import compare_runs
+    from craft_callbacks.cli.views import compare_runs
 
     _console().print(compare_runs(runs))
     return 0
 
 
 def _plot(args: argparse.Namespace) -> int:
-    from craft_callbacks.export import run_data
-    from craft_callbacks.plotting import plot_runs
+    from craft_callbacks.cli.export import run_data
+    from craft_callbacks.cli.plotting import plot_runs
 
     store = _store(args)
     runs = [run_data(store, store.find_run(reference)) for reference in args.runs]
@@ -190,7 +190,7 @@ def _port(text: str) -> int:
 
 
 def _ui(args: argparse.Namespace) -> int:
-    from craft_callbacks.ui.server import serve
+    from craft_callbacks.cli.ui.server import serve
 
     server, url = serve(args.store, args.host, args.port)
     print(url, flush=True)
@@ -209,7 +209,7 @@ def _ui(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from craft_callbacks.ui.report import write_report
+    from craft_callbacks.cli.ui.report import write_report
 
     output = write_report(args.store, args.runs, args.output, points=args.points)
     print(f"craft-callbacks report: wrote {output}")
@@ -217,7 +217,7 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from craft_callbacks.export import run_data, to_csv, to_json
+    from craft_callbacks.cli.export import run_data, to_csv, to_json
 
     store = _store(args)
     data = run_data(store, store.find_run(args.run))
@@ -234,7 +234,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _sync(args: argparse.Namespace) -> int:
-    from craft_callbacks.sync import sync_spool
+    from craft_callbacks.delivery.sync import sync_spool
 
     report = sync_spool(args.spool or default_spool_path(args.store), force=args.force)
     for line in report.lines():
@@ -259,19 +259,19 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     runs = commands.add_parser("runs", parents=[store, as_json], help="list the runs")
-    runs.set_defaults(run=_runs)
+    runs.set_defaults(handler=_runs)
 
     show = commands.add_parser(
         "show", parents=[store, as_json], help="one run: scalars, lists, hyperparameters"
     )
     show.add_argument("run", metavar="RUN", help="a run id, a unique prefix of one, or 'latest'")
-    show.set_defaults(run_command=_show)
+    show.set_defaults(handler=_show)
 
     compare = commands.add_parser(
         "compare", parents=[store, as_json], help="scalars and hyperparameters of runs side by side"
     )
     compare.add_argument("runs", metavar="RUN", nargs="+", help="runs to compare")
-    compare.set_defaults(run=_compare)
+    compare.set_defaults(handler=_compare)
 
     plot = commands.add_parser("plot", parents=[store], help="plot list metrics against step to a PNG")
     plot.add_argument("runs", metavar="RUN", nargs="+", help="runs to overlay")
@@ -287,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="smooth the lines: an exponential moving average of weight W in [0, 1), as TensorBoard's "
         "slider (0.6 is a good start; the raw values stay, faint)",
     )
-    plot.set_defaults(run=_plot)
+    plot.set_defaults(handler=_plot)
 
     ui = commands.add_parser(
         "ui",
@@ -300,7 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ui.add_argument("--host", default="127.0.0.1", help="the address to listen on (default: 127.0.0.1)")
     ui.add_argument("--port", type=_port, default=8765, help="the port (default: 8765; 0 takes a free one)")
-    ui.set_defaults(run=_ui)
+    ui.set_defaults(handler=_ui)
 
     report = commands.add_parser(
         "report",
@@ -322,13 +322,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="at most 2×N points per run and metric, downsampled keeping the shape (default: 2000)",
     )
-    report.set_defaults(run=_report)
+    report.set_defaults(handler=_report)
 
     export = commands.add_parser("export", parents=[store], help="one run as CSV or JSON")
     export.add_argument("run", metavar="RUN", help="a run id, a unique prefix of one, or 'latest'")
     export.add_argument("--format", choices=("csv", "json"), default="json")
     export.add_argument("-o", "--output", metavar="FILE", help="write here instead of standard output")
-    export.set_defaults(run_command=_export)
+    export.set_defaults(handler=_export)
 
     sync = commands.add_parser(
         "sync",
@@ -341,14 +341,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sync.add_argument("--spool", metavar="PATH", help="the spool file (default: beside the store)")
     sync.add_argument("--force", action="store_true", help="also take lists of a process still running")
-    sync.set_defaults(run=_sync)
+    sync.set_defaults(handler=_sync)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``craft-callbacks`` console script."""
     args = build_parser().parse_args(argv)
-    handler = getattr(args, "run_command", None) or args.run
+    handler = args.handler
     try:
         code: int = handler(args)
     except CraftCallbacksError as error:

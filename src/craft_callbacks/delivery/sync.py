@@ -18,19 +18,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from craft_callbacks.delivery import LIST_REQUEST_LIMIT, sent
+from craft_callbacks.defaults import DEFAULT_REQUEST_TIMEOUT_S
+from craft_callbacks.delivery.destination import LIST_REQUEST_LIMIT, sent
+from craft_callbacks.delivery.digitalhub import SPOOL_PREFIX as DIGITALHUB_PREFIX
+from craft_callbacks.delivery.digitalhub import sink_for_key
+from craft_callbacks.delivery.remote import run_of
+from craft_callbacks.delivery.retry import SYNC_ATTEMPTS, is_permanent, retrying
+from craft_callbacks.delivery.spool import UNVERIFIABLE, Spool, SpooledList, process_alive
 from craft_callbacks.exceptions import CraftCallbacksError
-from craft_callbacks.retry import SYNC_ATTEMPTS, is_permanent, retrying
-from craft_callbacks.sinks.auto import EXECUTION_ENV, INJECTED_CONTEXT, sdk_import
-from craft_callbacks.sinks.craft_ai import (
-    DEFAULT_REQUEST_TIMEOUT_S,
-    install_request_timeout,
-    platform_list_count,
-)
-from craft_callbacks.sinks.digitalhub import SPOOL_PREFIX as DIGITALHUB_PREFIX
-from craft_callbacks.sinks.digitalhub import sink_for_key
-from craft_callbacks.spool import UNVERIFIABLE, Spool, SpooledList, process_alive
-from craft_callbacks.spooled import run_of
+from craft_callbacks.sinks.auto import EXECUTION_ENV, INJECTED_CONTEXT, keep_warning_filters
+from craft_callbacks.sinks.craft_ai import install_request_timeout, platform_list_count
 
 
 @dataclass
@@ -83,7 +80,7 @@ def _in_execution(execution_id: str) -> Iterator[None]:
     variable = getattr(context, "current_execution_id", None)
     token = variable.set(execution_id) if variable is not None else None
     try:
-        with sdk_import():
+        with keep_warning_filters():
             from craft_ai_sdk.shared.execution_context import get_execution_id
 
         addressed = get_execution_id()  # type: ignore[no-untyped-call]
@@ -123,7 +120,7 @@ class _Targets:
     def _craft_ai(self) -> Any:
         if self._sdk is None:
             try:
-                with sdk_import():
+                with keep_warning_filters():
                     from craft_ai_sdk import CraftAiSdk
             except ImportError as error:
                 raise CraftCallbacksError(

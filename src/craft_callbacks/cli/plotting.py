@@ -6,8 +6,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from craft_callbacks.cli.ui.downsample import smooth as smoothed
 from craft_callbacks.exceptions import CraftCallbacksError
-from craft_callbacks.ui.downsample import smooth as smoothed
 
 
 def plot_runs(runs: list[dict[str, Any]], metrics: list[str], output: Path, smooth: float = 0.0) -> Path:

@@ -39,9 +39,9 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from craft_callbacks.cli.ui import api
 from craft_callbacks.exceptions import CraftCallbacksError
 from craft_callbacks.sinks.local_store import ReadOnlyStore
-from craft_callbacks.ui import api
 
 STATIC_DIR: Final = Path(__file__).resolve().parent / "static"
 DEFAULT_HOST: Final = "127.0.0.1"
@@ -74,7 +74,7 @@ _PLACEHOLDER: Final = """<!doctype html>
 <a href="/api/runs">/api/runs</a>.</p></body></html>
 """
 
-log = logging.getLogger("craft_callbacks.ui")
+log = logging.getLogger("craft_callbacks.cli.ui")
 
 
 class DashboardServer(ThreadingHTTPServer):

@@ -1,7 +1,7 @@
 """The dashboard's JSON API, as plain functions from a read-only store and parameters to data.
 
-The server (:mod:`craft_callbacks.ui.server`) routes ``/api/...`` here and the
-report (:mod:`craft_callbacks.ui.report`) builds its inline data from the same
+The server (:mod:`craft_callbacks.cli.ui.server`) routes ``/api/...`` here and the
+report (:mod:`craft_callbacks.cli.ui.report`) builds its inline data from the same
 functions, so the page reads the same objects from both. docs/ui-api.md is the
 contract. Everything that comes from the store is data: it leaves as JSON
 strings, never as markup.
@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any, Final
 
+from craft_callbacks.cli.ui.downsample import in_order, min_max, step_range
 from craft_callbacks.exceptions import RunNotFoundError
 from craft_callbacks.sinks.local_store import (
     ReadOnlyStore,
@@ -29,7 +30,6 @@ from craft_callbacks.sinks.local_store import (
     select_scalars,
     select_series_columns,
 )
-from craft_callbacks.ui.downsample import in_order, min_max, step_range
 from craft_callbacks.values import Number
 
 DEFAULT_POINTS: Final = 1000

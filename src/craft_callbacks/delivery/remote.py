@@ -1,4 +1,4 @@
-"""SpooledDestination: a remote sink reached through the durable spool, each value once.
+"""RemoteDestination: a remote sink reached through the durable spool, each value once.
 
 Every round of the delivery worker:
 
@@ -9,7 +9,7 @@ Every round of the delivery worker:
    of at most 10,000 values, then scalars, and the spool records what the
    remote accepted.
 
-Exactly once (SPEC §5): only a 4xx proves a request was refused before it was
+Exactly once: only a 4xx proves a request was refused before it was
 stored. After any other failure the list is *uncertain*: before it is sent
 again, the remote's count for it is read and only what it lacks is sent. For
 that, each list's ``base`` (the remote's count before the stream's first
@@ -41,10 +41,10 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from craft_callbacks.delivery import Destination, Outbox, Whereabouts
+from craft_callbacks.delivery.destination import Destination, Outbox, Whereabouts
+from craft_callbacks.delivery.retry import may_have_landed
+from craft_callbacks.delivery.spool import UNVERIFIABLE, Spool
 from craft_callbacks.exceptions import DeliveryWarning, LocalStoreError
-from craft_callbacks.retry import may_have_landed
-from craft_callbacks.spool import UNVERIFIABLE, Spool
 from craft_callbacks.values import Number
 
 logger = logging.getLogger("craft_callbacks")
@@ -104,7 +104,7 @@ class _Stream:
         self.last_step: int | None = None  # the step of the stream's last value
 
 
-class SpooledDestination(Destination):
+class RemoteDestination(Destination):
     """A remote run: spooled first, chunked, retried, and reconciled by the remote's count."""
 
     def __init__(
