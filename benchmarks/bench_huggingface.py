@@ -40,6 +40,7 @@ dvclive``)
 
 from __future__ import annotations
 
+import contextlib
 import os
 import statistics
 import sys
@@ -67,6 +68,7 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 import harness
 from craft_callbacks import LocalStore
 from craft_callbacks.huggingface import CraftAiCallback
+from harness import Goal, num, ratio, table, verdict
 
 KEYS = ("loss", "grad_norm", "learning_rate", "epoch")
 FLOOR_GOAL_RATIO = 3.0
@@ -452,6 +454,57 @@ def versions() -> dict[str, str]:
     return harness.package_versions(
         ("transformers", "torch", "mlflow-skinny", "sqlalchemy", "tensorboard", "dvclive")
     )
+
+
+# -- BENCHMARKS.md: this benchmark's section -----------------------------------------
+
+
+def render(result: dict[str, Any]) -> tuple[list[str], list[Goal]]:
+    """This benchmark's section of BENCHMARKS.md, from its JSON result: the markdown lines, and its rows
+    of the report's goals table."""
+    rows = []
+    for row in result["rows"]:
+        if row.get("median_us") is None:
+            rows.append([row["name"], row.get("note") or "did not run", "", "", "", "", ""])
+            continue
+        rows.append(
+            [
+                row["name"],
+                num(row["median_us"]),
+                num(row["mean_us"]),
+                ratio(row.get("ours_over_peer")),
+                num(row.get("begin_s"), 3),
+                num(row.get("end_s"), 3),
+                harness.recorded_text(row.get("recorded") or [], row.get("all_recorded")),
+            ]
+        )
+    goal_rows = [
+        [goal["goal"], f"{verdict(goal['median'])} / {verdict(goal['mean'])}", goal["detail"]]
+        for goal in result["goals"]
+    ]
+    lines = [
+        f"`on_log` of a 4-key log driven through the real `TrainerCallback` API, {result['calls']:,} calls a "
+        f"run, {result['repeats']} interleaved repeats; µs per call: the median call and the mean call of "
+        "each run, each the median over the repeats; ours/peer on the medians; begin/end: seconds in "
+        "`on_train_begin` / `on_train_end` (not in µs per call: where asynchronous loggers wait); "
+        "recorded: `loss` values read back after each run.",
+        "",
+        *table(["contender", "median µs", "mean µs", "ours/peer", "begin s", "end s", "recorded"], rows),
+        "",
+        *table(["goal (adapter issue)", "median / mean", "measured"], goal_rows),
+    ]
+    goals: list[Goal] = []
+    with contextlib.suppress(Exception):  # without its figures, no goal row; the section is still shown
+        goals.append(
+            harness.adapter_goal(
+                result,
+                "HuggingFace `on_log`: ours lower than every peer",
+                "median_us",
+                " (median call)",
+                "median",
+            )
+        )
+    return lines, goals
 
 
 def main() -> int:

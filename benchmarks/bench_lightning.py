@@ -34,6 +34,7 @@ Run: ``.venv/bin/python benchmarks/bench_lightning.py [--calls N] [--repeats R] 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import sys
@@ -55,6 +56,7 @@ from lightning.pytorch.loggers import CSVLogger, Logger
 
 import harness
 from craft_callbacks.lightning import CraftAiLogger
+from harness import Goal, num, ratio, table, verdict
 
 KEYS = ("train_loss", "grad_norm", "lr", "epoch")
 COUNTED = "train_loss"  # the key read back after each run
@@ -282,6 +284,52 @@ def versions() -> dict[str, str]:
     return harness.package_versions(
         ("lightning", "torch", "tensorboard", "tensorboardX", "mlflow-skinny", "sqlalchemy")
     )
+
+
+# -- BENCHMARKS.md: this benchmark's section -----------------------------------------
+
+
+def render(result: dict[str, Any]) -> tuple[list[str], list[Goal]]:
+    """This benchmark's section of BENCHMARKS.md, from its JSON result: the markdown lines, and its rows
+    of the report's goals table."""
+    rows = []
+    for row in result["rows"]:
+        if row.get("us_per_event") is None:
+            rows.append([row["name"], row.get("note") or "did not run", "", "", "", ""])
+            continue
+        rows.append(
+            [
+                row["name"],
+                num(row["us_per_event"]),
+                ratio(row.get("ours_over_peer")),
+                num(row.get("first_event_ms")),
+                num(row.get("end_s"), 3),
+                harness.recorded_text(row.get("recorded") or [], row.get("all_recorded")),
+            ]
+        )
+    goal_rows = [[goal["goal"], verdict(goal["pass"]), goal["detail"]] for goal in result["goals"]]
+    lines = [
+        f"`log_metrics(metrics, step)` + `save()` (what Lightning's logger connector calls every logging "
+        f"step), a 4-key dict, {result['calls']:,} events a run, median over {result['repeats']} "
+        "interleaved repeats of the mean µs per event; 1st ms: the first event alone (included); end s: "
+        "`finalize` (not included); recorded: `train_loss` values read back.",
+        "",
+        *table(["contender", "µs/event", "ours/peer", "1st ms", "end s", "recorded"], rows),
+        "",
+        *table(["goal (adapter issue)", "result", "measured"], goal_rows),
+    ]
+    goals: list[Goal] = []
+    with contextlib.suppress(Exception):  # without its figures, no goal row; the section is still shown
+        goals.append(
+            harness.adapter_goal(
+                result,
+                "Lightning `log_metrics` + `save`: ours lower than every peer",
+                "us_per_event",
+                "",
+                "pass",
+            )
+        )
+    return lines, goals
 
 
 def main() -> int:

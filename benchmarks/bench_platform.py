@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 import harness
+from harness import Goal, num, pct, ratio, table, verdict
 
 os.environ["CRAFT_CALLBACKS_VERBOSITY"] = "warning"  # read when the first recorder is made
 sys.path.insert(0, str(harness.ROOT / "tests"))
@@ -441,6 +442,62 @@ def print_report(
         f"(median of the paired per-repeat overheads: {statistics.median(paired):+.1%})"
     )
     return results
+
+
+# -- BENCHMARKS.md: this benchmark's section -----------------------------------------
+
+
+def render(result: dict[str, Any]) -> tuple[list[str], list[Goal]]:
+    """This benchmark's section of BENCHMARKS.md, from its JSON result: the markdown lines, and its rows
+    of the report's goals table."""
+    summaries = result["summaries"]
+    none = summaries["none"]
+    rows = []
+    for name, summary in summaries.items():
+        rows.append(
+            [
+                name,
+                str(len(summary["loop_all_s"])),
+                num(summary["loop_s"], 3),
+                pct(summary["loop_s"] / none["loop_s"] - 1) if name != "none" else "",
+                num(summary["loop_cpu_s"], 3),
+                f"{summary['requests']:,}",
+                f"{summary['bytes']:,}",
+                num(summary["worst_call_s"] * 1e3, 3),
+                num(summary["p99_call_s"] * 1e3, 3),
+            ]
+        )
+    goals = result["goals"]
+    paired = ", ".join(pct(p) for p in goals.get("paired_overheads", []))
+    lines = [
+        f"A real tiny torch training loop ({result['steps']:,} steps, 4 metrics a step) inside a Craft AI "
+        f"execution on the platform emulator ({result['latency_s'] * 1e3:g} ms per request), recording "
+        "nothing (`none`), one SDK call per value (`naive`) or through `MetricRecorder` (`recorder`); loop = "
+        "first step to end of last (`close()` not included), median over interleaved repeats; requests and "
+        "bytes (request bodies) = everything the variant caused; worst/p99 call: the time of one "
+        "`record()` call in the loop.",
+        "",
+        *table(
+            [
+                "variant",
+                "repeats",
+                "loop s",
+                "vs none",
+                "cpu s",
+                "requests",
+                "body bytes",
+                "worst ms",
+                "p99 ms",
+            ],
+            rows,
+        ),
+        "",
+        f"Requests naive/recorder: {ratio(goals.get('requests_ratio'))} "
+        f"({verdict(goals.get('requests_pass'))} against 100x); recorder loop vs none: "
+        f"{pct(goals.get('overhead'))} (paired per repeat: {paired}; "
+        f"{verdict(goals.get('overhead_pass'))} against 5%).",
+    ]
+    return lines, []
 
 
 def main() -> int:

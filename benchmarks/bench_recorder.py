@@ -31,6 +31,7 @@ os.environ["CRAFT_CALLBACKS_VERBOSITY"] = "warning"  # read when the first recor
 
 import harness
 from craft_callbacks import LocalStore, MemorySink, MetricRecorder
+from harness import Goal, num, ratio, table, verdict
 
 KEYS = ("loss", "grad_norm", "learning_rate", "epoch")
 STEP_GOAL_RATIO = 3.0
@@ -174,6 +175,45 @@ def print_tables(rows: list[dict[str, Any]], ingest: dict[str, Any], calls: int,
         f"{ingest['values_per_s']:<26,.0f} {'>= ' + format(INGEST_GOAL_VALUES_S, ',.0f'):<12} "
         f"{harness.verdict(ingest['pass']):<8} {repeats_text}"
     )
+
+
+# -- BENCHMARKS.md: this benchmark's section -----------------------------------------
+
+
+def render(result: dict[str, Any]) -> tuple[list[str], list[Goal]]:
+    """This benchmark's section of BENCHMARKS.md, from its JSON result: the markdown lines, and its rows
+    of the report's goals table."""
+    rows = []
+    for row in result["log_step"]:
+        if "note" in row:
+            rows.append([row["case"], "-", "-", "-", "-", row["note"]])
+            continue
+        goal = "<= 3x floor" if row["goal"] else "(info)"
+        rows.append(
+            [
+                row["case"],
+                num(row["floor_us"], 3),
+                num(row["ours_us"], 3),
+                ratio(row["ratio"]),
+                goal,
+                verdict(row["pass"]),
+            ]
+        )
+    ingest = result["ingest"]
+    lines = [
+        f"`log_step` with a 4-key dict, {result['calls']:,} calls, median µs per call over "
+        f"{result['repeats']} interleaved repeats, next to the floor (a bare loop doing `float()` and "
+        "`list.append` per key, timed in the same run):",
+        "",
+        *table(["case", "floor µs", "ours µs", "ours/floor", "goal", "result"], rows),
+        "",
+        f"LocalStore ingestion through the background worker ({ingest['calls']:,} `log_step` x "
+        f"{ingest['keys']} keys, then `close()`, every value read back): median "
+        f"**{num(ingest['values_per_s'], 0)} values/s** over {ingest['repeats']} repeats "
+        f"({', '.join(num(v, 0) for v in ingest['all_values_per_s'])}); goal >= 200,000: "
+        f"{verdict(ingest['pass'])}.",
+    ]
+    return lines, []
 
 
 def main() -> int:

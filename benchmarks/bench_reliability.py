@@ -57,6 +57,7 @@ from typing import Any
 os.environ["CRAFT_CALLBACKS_VERBOSITY"] = "warning"  # read when the first recorder is made
 
 import harness
+from harness import Goal, num, table, verdict, yes_no
 
 sys.path.insert(0, str(harness.ROOT / "tests"))  # the fault matrix and the emulator live with the tests
 
@@ -295,10 +296,6 @@ def judged(rows: list[dict[str, Any]]) -> bool | None:
     return all(row["pass"] for row in rows) if rows else None
 
 
-def yes_no(value: bool | None) -> str:
-    return "-" if value is None else "yes" if value else "NO"
-
-
 def print_table(rows: list[dict[str, Any]], total: dict[str, Any]) -> None:
     width = max([len(row["name"]) for row in rows] + [8])
     header = (
@@ -316,10 +313,11 @@ def print_table(rows: list[dict[str, Any]], total: dict[str, Any]) -> None:
         logged = (">=" if row.get("logged_at_least") else "") + f"{row['values_logged']:,}"
         caller = row.get("caller")
         cost = f"{caller['median_us']:.1f}/{caller['p99_us']:.1f}/{caller['max_us']:.0f}" if caller else "-"
+        seen, exact, scalars = (yes_no(row[key], "NO") for key in ("fault_seen", "exact", "scalars_ok"))
         print(
-            f"{row['name']:<{width}} {yes_no(row['fault_seen']):>4} {logged:>9} "
-            f"{row['delivered']:>9,} {row['duplicated']:>4,} {lost:>9} {yes_no(row['exact']):>5} "
-            f"{spooled + '/' + synced:>14} {yes_no(row['scalars_ok']):>7} {cost:>23} {row['seconds']:>6.2f}  "
+            f"{row['name']:<{width}} {seen:>4} {logged:>9} "
+            f"{row['delivered']:>9,} {row['duplicated']:>4,} {lost:>9} {exact:>5} "
+            f"{spooled + '/' + synced:>14} {scalars:>7} {cost:>23} {row['seconds']:>6.2f}  "
             f"{harness.verdict(row['pass'])}"
         )
     exact = f"{total['exact']}/{total['scenarios']}"
@@ -328,6 +326,124 @@ def print_table(rows: list[dict[str, Any]], total: dict[str, Any]) -> None:
         f"{total['duplicated']:>4,} {total['lost']:>9,} {exact:>5} {'':>14} {'':>7} {'':>23} "
         f"{total['seconds']:>6.2f}  {total['passed']}/{total['scenarios']}"
     )
+
+
+# -- BENCHMARKS.md: this benchmark's section -----------------------------------------
+
+
+def render(result: dict[str, Any]) -> tuple[list[str], list[Goal]]:
+    """This benchmark's section of BENCHMARKS.md, from its JSON result: the markdown lines, and its rows
+    of the report's goals table."""
+    rows = []
+    for row in result["faults"]:
+        if "error" in row:
+            rows.append([row["name"], f"**did not run**: {row['error']}", *[""] * 9, "MISS"])
+            continue
+        caller = row.get("caller")
+        spooled = "-" if row["spooled_at_close"] is None else f"{row['spooled_at_close']:,}"
+        synced = "-" if row["synced"] is None else f"{row['synced']:,}"
+        rows.append(
+            [
+                row["name"],
+                yes_no(row["fault_seen"]),
+                ("≥ " if row.get("logged_at_least") else "") + f"{row['values_logged']:,}",
+                f"{row['delivered']:,}",
+                f"{row['duplicated']:,}",
+                f"{row['lost']:,}" + (f" (≤ {row['allowed_lost']:,} allowed)" if row["allowed_lost"] else ""),
+                yes_no(row["exact"]),
+                f"{spooled} / {synced}",
+                yes_no(row["scalars_ok"]),
+                " / ".join(num(caller[key], 1) for key in ("median_us", "p99_us", "max_us"))
+                if caller
+                else "-",
+                num(row["seconds"], 1),
+                verdict(row["pass"]),
+            ]
+        )
+    total = result["totals"]
+    rows.append(
+        [
+            f"**total** ({total['scenarios']} scenarios)",
+            "",
+            f"{total['values_logged']:,}",
+            f"{total['delivered']:,}",
+            f"**{total['duplicated']:,}**",
+            f"**{total['lost']:,}**",
+            f"{total['exact']}/{total['scenarios']}",
+            "",
+            "",
+            "",
+            num(total["seconds"], 1),
+            f"{total['passed']}/{total['scenarios']} {verdict(result['pass'])}",
+        ]
+    )
+    absent = result.get("kill_scenarios_absent") or []
+    lists = " and ".join(f"`{name}`" for name in result["lists"])
+    lines = [
+        f"Each scenario of `tests/fault_matrix.py` records a short training run ({result['steps']:,} steps "
+        f"logging {lists}, distinct values, and one end-of-run scalar) through the real `craft-ai-sdk` "
+        f"client into the platform emulator, injects its fault at step {result['inject_at']}, closes the "
+        "run and, when the fault outlasts the run, delivers the spool with `craft-callbacks sync`; each in "
+        "a fresh working folder against a fresh emulator. The two SIGKILL scenarios kill a training process "
+        "during an outage (then sync delivers its spool) and `craft-callbacks sync` part-way through a "
+        "spool of 6 x 20,000 values (then sync runs again).",
+        "",
+        *table(
+            [
+                "scenario",
+                "fault seen",
+                "values logged",
+                "delivered",
+                "duplicated",
+                "lost",
+                "exact",
+                "spooled at close / synced",
+                "end scalars",
+                "`log_step` µs median / p99 / worst",
+                "s",
+                "result",
+            ],
+            rows,
+        ),
+        "",
+        "What the columns mean: *fault seen*: the fault really happened (the platform's answers or the "
+        "run's warnings show it; for the SIGKILLs: sync found values that only the spool held, or the "
+        "killed sync had delivered a part); *values logged*: the list values the run logged (the killed "
+        "training: at least what it had reported logging when killed, or what the platform holds when more); "
+        "*delivered*: the list values the platform holds once the run and any sync ended; *duplicated*: "
+        "extra copies of a value on the platform; *lost*: values logged that the platform does not hold "
+        "(the killed training may lose the values of its last 3 flush intervals, never in the spool: the "
+        "bound is shown); *exact*: every list holds each value once, in order, nothing else (the killed "
+        "training: a prefix of its values); *spooled at close / synced*: list values the spool held, not "
+        "accepted by the platform, when the run closed / values `craft-callbacks sync` delivered after it "
+        "(`-`: no sync ran); *end scalars*: the run's end-of-run scalars reached the platform; *`log_step` "
+        "µs*: each `log_step` call on the training thread during the scenario, a clock around it included: "
+        "the caller's cost while the fault lasts (calls that waited for the network or the spool would "
+        "show as milliseconds at the p99; a lone worst call can be the machine running another process); "
+        "*s*: the scenario's seconds; *result*: PASS when the fault was seen, "
+        "nothing was duplicated or lost (beyond the bound), the lists are exact and any sync completed.",
+    ]
+    if absent:
+        lines += [
+            "",
+            f"Not run: {', '.join(f'`{name}`' for name in absent)} (not defined in `tests/fault_matrix.py` "
+            "when this ran).",
+        ]
+    seen = [row for row in result["faults"] if "error" not in row]
+    goals = [
+        Goal(
+            "(e) reliability",
+            "every fault of the matrix and both SIGKILLs: each value delivered once, nothing lost (a killed "
+            "training: nothing logged before its last 3 flush intervals)",
+            f"{total['scenarios']} scenarios: {total['values_logged']:,} values logged, "
+            f"{total['delivered']:,} delivered, {total['duplicated']:,} duplicated, {total['lost']:,} lost; "
+            f"{total['passed']}/{total['scenarios']} pass"
+            + (f"; did not run: {total['errors']}" if total["errors"] else "")
+            + (f"; not in the matrix: {', '.join(absent)}" if absent else ""),
+            result["pass"] if seen else None,
+        )
+    ]
+    return lines, goals
 
 
 def main() -> int:

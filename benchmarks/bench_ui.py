@@ -75,6 +75,7 @@ from pathlib import Path
 from typing import Any
 
 import harness
+from harness import Goal, table
 
 METRICS = ("loss", "val_loss", "accuracy", "learning_rate")
 MEASURED_METRIC = "loss"
@@ -83,6 +84,7 @@ PAGE_RATIO_GOAL = 0.25  # the compare page ready in under a quarter of plot's ti
 POINTS_FACTOR = 2  # at most 2 x points per run in a series answer
 RSS_GOAL_MB = 200.0
 MB = harness.MB
+WORKLOAD = "(f) dashboard"  # its rows' first column in the report's goals table
 # Tall enough for 4 charts: TensorBoard creates a chart card only once it is scrolled into view.
 VIEWPORT = {"width": 1400, "height": 2400}
 CHILD_ENV = {"CRAFT_CALLBACKS_VERBOSITY": "warning", "PYTHONUNBUFFERED": "1"}
@@ -845,17 +847,9 @@ def sec(seconds: float | None, digits: int = 2) -> str:
     return "-" if seconds is None else f"{seconds:,.{digits}f}"
 
 
-def verdict(passed: bool | None) -> str:
-    return harness.verdict(passed)
-
-
-def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    return lines + ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
-
-
-def render(result: dict[str, Any]) -> tuple[list[str], list[tuple[str, str, bool | None]]]:
-    """The BENCHMARKS.md section of one result: markdown lines, and the goals as (goal, measured, pass)."""
+def render(result: dict[str, Any]) -> tuple[list[str], list[Goal]]:
+    """This benchmark's section of BENCHMARKS.md, from its JSON result: the markdown lines, and its rows
+    of the report's goals table (workload "(f) dashboard")."""
     api, ui, plot = result["api"], result["ui"], result.get("plot", {})
     browser, tb = result.get("browser", {}), result.get("tensorboard", {})
     judged = result["verdicts"]
@@ -956,7 +950,7 @@ def render(result: dict[str, Any]) -> tuple[list[str], list[tuple[str, str, bool
         "after it. Page times: from the navigation to the page's ready signal, a fresh browser context "
         "(no cache) each load, the browser already started.",
         "",
-        *markdown_table(["what", "detail", "first ms", "median ms"], rows),
+        *table(["what", "detail", "first ms", "median ms"], rows),
         "",
         f"Memory of the `ui` process: **{mem['VmHWM'] / MB:.1f} MB** at its peak (`VmHWM`), "
         f"{mem['VmRSS'] / MB:.1f} MB resident at the end (`VmRSS`), MB = MiB."
@@ -1004,19 +998,22 @@ def render(result: dict[str, Any]) -> tuple[list[str], list[tuple[str, str, bool
         ]
     passes = judged["points"]
     goals = [
-        (
+        Goal(
+            WORKLOAD,
             "the compare page ready in under a quarter of `plot`'s time",
             f"{ms(browser.get('median_s'))} ms / {ms(plot.get('median_s'))} ms = "
             + (f"{ratio:.3f}" if ratio is not None else "-"),
             judged["page_ratio"]["pass"],
         ),
-        (
+        Goal(
+            WORKLOAD,
             f"at most 2 x {points:,} points per run in a series answer",
             f"at most {passes['max_points']:,} points a run ({compared} runs of {values:,} values; first and "
             f"last step kept: {'yes' if series['ends_kept'] else 'no'})",
             passes["pass"],
         ),
-        (
+        Goal(
+            WORKLOAD,
             f"memory of the `ui` process under {RSS_GOAL_MB:g} MB",
             f"{mem['VmHWM'] / MB:.1f} MB at its peak (VmHWM)" if mem.get("VmHWM") else "not read",
             judged["rss"]["pass"],
@@ -1056,9 +1053,7 @@ def main() -> int:
     lines, goals = render(result)
     print("\n" + "\n".join(lines))
     print()
-    harness.print_goals(
-        [{"goal": goal, "detail": measured, "pass": passed} for goal, measured, passed in goals]
-    )
+    harness.print_goals([{"goal": goal.goal, "detail": goal.measured, "pass": goal.passed} for goal in goals])
     harness.write_json(json_path, result)
     return 0 if "error" not in result.get("browser", {}) else 1
 

@@ -1,4 +1,5 @@
-"""What the benchmark scripts share: the floor, medians, verdicts, printed tables, JSON, child processes.
+"""What the benchmark scripts share: the floor, medians, verdicts, printed tables, JSON, child processes,
+and the formatting of their sections of BENCHMARKS.md.
 
 Each script of this folder imports it as ``harness``: run as ``python benchmarks/bench_x.py`` (as
 ``run_all.py`` runs them), a script's own folder is the first entry of ``sys.path``. Importing it
@@ -7,7 +8,9 @@ changes nothing of what a script sets up before its own imports: the environment
 libraries it measures read when imported.
 
 The workloads, the repeats and their interleaving stay in each script; the floor loop is here
-because several scripts time the same one.
+because several scripts time the same one. Each script renders its own section of the report
+(its ``render(result)``, from the JSON it writes); the cells, tables and goal rows those sections
+are made of are here, written once.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ PLATFORM_ENV = (
     "CRAFT_AI_EXECUTION_ID",
 )
 
-Goal = dict[str, Any]
+GoalDict = dict[str, Any]  # a goal as a script's JSON holds it: "goal", "pass" and "detail"
 
 
 # -- command line, machine, JSON -------------------------------------------------------
@@ -264,7 +267,9 @@ def print_header(header: str) -> None:
     print("-" * len(header))
 
 
-def print_goals(goals: list[Goal], judged: Callable[[Goal], str] | None = None, width: int = 4) -> None:
+def print_goals(
+    goals: list[GoalDict], judged: Callable[[GoalDict], str] | None = None, width: int = 4
+) -> None:
     """One line per goal: its name, the verdict (``judged(goal)``, by default on ``pass``), the detail."""
     goal_width = max(len(goal["goal"]) for goal in goals)
     for goal in goals:
@@ -284,6 +289,70 @@ def report_contenders(
     print_tables(summary, args.calls, args.repeats)
     document = {**running_here(), "versions": versions, "calls": args.calls, "repeats": args.repeats}
     write_json(args.json, {**document, **summary})
+
+
+# -- BENCHMARKS.md: the cells, tables and goal rows of each script's section ----------------
+
+
+def num(value: Any, digits: int = 2, suffix: str = "") -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.{digits}f}{suffix}"
+
+
+def pct(value: Any) -> str:
+    return "-" if value is None else f"{value:+.2%}"
+
+
+def ratio(value: Any) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.3g}x" if value < 10 else f"{value:,.0f}x"
+
+
+def yes_no(value: Any, no: str = "**no**") -> str:
+    return "-" if value is None else "yes" if value else no
+
+
+def table(header: list[str], rows: list[list[str]]) -> list[str]:
+    """A markdown table; a ``|`` inside a cell escaped."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(entry.replace("|", "\\|") for entry in row) + " |" for row in rows]
+    return lines
+
+
+@dataclass
+class Goal:
+    """One row of the report's goals table: PASS, MISS, or ``-`` (None: not judged)."""
+
+    workload: str
+    goal: str
+    measured: str
+    passed: bool | None
+
+
+Rendered = tuple[list[str], list[Goal]]  # what each script's ``render(result)`` returns
+
+
+def lower_than_every_peer(goal: str, ours: str, figures: list[str], lost: list[str], judged: bool) -> Goal:
+    """A goal of section (a): ``ours`` and each peer's figure measured; PASS when no peer that ran is
+    lower (``lost``: the peers that were)."""
+    measured = f"{ours}; " + ", ".join(figures) + (f"; not lower than {', '.join(lost)}" if lost else "")
+    return Goal("(a) per event", goal, measured, (not lost) if judged else None)
+
+
+def adapter_goal(result: dict[str, Any], goal: str, figure: str, ours_note: str, judged_on: str) -> Goal:
+    """HuggingFace's or Lightning's goal of section (a) from its ``ours < peer`` goals, each judged on
+    ``judged_on``; the figures are the column ``figure`` of its rows."""
+    peers = [g for g in result["goals"] if g["goal"].startswith("ours < ") and g[judged_on] is not None]
+    ours = next(r for r in result["rows"] if r["name"].startswith("ours"))
+    return lower_than_every_peer(
+        goal,
+        f"ours {num(ours[figure])} µs{ours_note}",
+        [f"{r['name']} {num(r[figure])}" for r in result["rows"] if "ours_over_peer" in r],
+        [g["goal"][7:] for g in peers if not g[judged_on]],
+        bool(peers),
+    )
 
 
 # -- child processes -------------------------------------------------------------------

@@ -11,7 +11,10 @@ output is printed as it goes. A script that fails is reported (with the end
 of its output) and the runner goes on. Then the report is written: the
 machine, the versions, the command, one section per workload with its table
 of medians and ratios (ours / each peer), what each number means, and each
-goal of the issue with PASS or MISS and the measured figure.
+goal of the issue with PASS or MISS and the measured figure. Each script renders
+its own section from the JSON it wrote (its ``render(result)``, with the cells and
+tables of ``harness.py``); this file runs the scripts and assembles their sections,
+the head of the report and its goals table.
 
 ``--quick`` writes its report beside the JSON files in a temporary folder (it
 prints the path), never over ``BENCHMARKS.md``, unless ``--output`` says where.
@@ -46,6 +49,7 @@ import argparse
 import collections
 import contextlib
 import datetime
+import importlib
 import io
 import json
 import os
@@ -65,7 +69,7 @@ from pathlib import Path
 from typing import Any
 
 import harness
-from harness import MB, verdict
+from harness import Goal, Rendered, num, pct, ratio, table, verdict, yes_no
 
 HERE = Path(__file__).resolve().parent
 ROOT = harness.ROOT
@@ -215,593 +219,6 @@ def source_commit() -> str:
 
 def versions() -> list[tuple[str, str]]:
     return [("python", harness.python_version()), *harness.package_versions(PACKAGES).items()]
-
-
-# -- formatting ----------------------------------------------------------------------
-
-
-def num(value: Any, digits: int = 2, suffix: str = "") -> str:
-    if value is None:
-        return "-"
-    return f"{value:,.{digits}f}{suffix}"
-
-
-def pct(value: Any) -> str:
-    return "-" if value is None else f"{value:+.2%}"
-
-
-def ratio(value: Any) -> str:
-    if value is None:
-        return "-"
-    return f"{value:.3g}x" if value < 10 else f"{value:,.0f}x"
-
-
-def table(header: list[str], rows: list[list[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
-    return lines
-
-
-@dataclass
-class Goal:
-    workload: str
-    goal: str
-    measured: str
-    passed: bool | None
-
-
-# -- one renderer per benchmark: (markdown lines, goals of the issue) --------------------
-
-Renderer = Callable[[Any], tuple[list[str], list[Goal]]]
-
-
-def render_recorder(result: dict[str, Any]) -> tuple[list[str], list[Goal]]:
-    rows = []
-    for row in result["log_step"]:
-        if "note" in row:
-            rows.append([row["case"], "-", "-", "-", "-", row["note"]])
-            continue
-        goal = "<= 3x floor" if row["goal"] else "(info)"
-        rows.append(
-            [
-                row["case"],
-                num(row["floor_us"], 3),
-                num(row["ours_us"], 3),
-                ratio(row["ratio"]),
-                goal,
-                verdict(row["pass"]),
-            ]
-        )
-    ingest = result["ingest"]
-    lines = [
-        f"`log_step` with a 4-key dict, {result['calls']:,} calls, median µs per call over "
-        f"{result['repeats']} interleaved repeats, next to the floor (a bare loop doing `float()` and "
-        "`list.append` per key, timed in the same run):",
-        "",
-        *table(["case", "floor µs", "ours µs", "ours/floor", "goal", "result"], rows),
-        "",
-        f"LocalStore ingestion through the background worker ({ingest['calls']:,} `log_step` x "
-        f"{ingest['keys']} keys, then `close()`, every value read back): median "
-        f"**{num(ingest['values_per_s'], 0)} values/s** over {ingest['repeats']} repeats "
-        f"({', '.join(num(v, 0) for v in ingest['all_values_per_s'])}); goal >= 200,000: "
-        f"{verdict(ingest['pass'])}.",
-    ]
-    return lines, []
-
-
-def render_huggingface(result: dict[str, Any]) -> tuple[list[str], list[Goal]]:
-    rows = []
-    for row in result["rows"]:
-        if row.get("median_us") is None:
-            rows.append([row["name"], row.get("note") or "did not run", "", "", "", "", ""])
-            continue
-        rows.append(
-            [
-                row["name"],
-                num(row["median_us"]),
-                num(row["mean_us"]),
-                ratio(row.get("ours_over_peer")),
-                num(row.get("begin_s"), 3),
-                num(row.get("end_s"), 3),
-                harness.recorded_text(row.get("recorded") or [], row.get("all_recorded")),
-            ]
-        )
-    goals = [
-        [goal["goal"], f"{verdict(goal['median'])} / {verdict(goal['mean'])}", goal["detail"]]
-        for goal in result["goals"]
-    ]
-    lines = [
-        f"`on_log` of a 4-key log driven through the real `TrainerCallback` API, {result['calls']:,} calls a "
-        f"run, {result['repeats']} interleaved repeats; µs per call: the median call and the mean call of "
-        "each run, each the median over the repeats; ours/peer on the medians; begin/end: seconds in "
-        "`on_train_begin` / `on_train_end` (not in µs per call: where asynchronous loggers wait); "
-        "recorded: `loss` values read back after each run.",
-        "",
-        *table(["contender", "median µs", "mean µs", "ours/peer", "begin s", "end s", "recorded"], rows),
-        "",
-        *table(["goal (adapter issue)", "median / mean", "measured"], goals),
-    ]
-    return lines, []
-
-
-def render_lightning(result: dict[str, Any]) -> tuple[list[str], list[Goal]]:
-    rows = []
-    for row in result["rows"]:
-        if row.get("us_per_event") is None:
-            rows.append([row["name"], row.get("note") or "did not run", "", "", "", ""])
-            continue
-        rows.append(
-            [
-                row["name"],
-                num(row["us_per_event"]),
-                ratio(row.get("ours_over_peer")),
-                num(row.get("first_event_ms")),
-                num(row.get("end_s"), 3),
-                harness.recorded_text(row.get("recorded") or [], row.get("all_recorded")),
-            ]
-        )
-    goals = [[goal["goal"], verdict(goal["pass"]), goal["detail"]] for goal in result["goals"]]
-    lines = [
-        f"`log_metrics(metrics, step)` + `save()` (what Lightning's logger connector calls every logging "
-        f"step), a 4-key dict, {result['calls']:,} events a run, median over {result['repeats']} "
-        "interleaved repeats of the mean µs per event; 1st ms: the first event alone (included); end s: "
-        "`finalize` (not included); recorded: `train_loss` values read back.",
-        "",
-        *table(["contender", "µs/event", "ours/peer", "1st ms", "end s", "recorded"], rows),
-        "",
-        *table(["goal (adapter issue)", "result", "measured"], goals),
-    ]
-    return lines, []
-
-
-def render_keras(result: list[dict[str, Any]]) -> tuple[list[str], list[Goal]]:
-    lines: list[str] = []
-    for backend in result:
-        if "rows" not in backend:
-            lines.append(f"Backend {backend.get('versions', {}).get('backend')}: {backend.get('error')}")
-            continue
-        rows = backend["rows"]
-        mine = [row["case"] for row in rows if row["role"] == "ours"]
-        table_rows = []
-        for row in rows:
-            if "error" in row:
-                table_rows.append([row["case"], row["error"], "", *["" for _ in mine]])
-                continue
-            judged = row.get("vs", {})
-            table_rows.append(
-                [
-                    row["case"],
-                    num(row["end_median_us"], 3),
-                    num(row["pair_median_us"], 3),
-                    *[
-                        f"{ratio(judged[case]['ratio'])} {verdict(judged[case]['pass'])}"
-                        if case in judged
-                        else ""
-                        for case in mine
-                    ],
-                ]
-            )
-        lines += [
-            f"Backend **{backend['versions'].get('backend')}**: `on_train_batch_end` with a 2-key log, "
-            f"{backend['calls']:,} calls, median µs per call over {backend['repeats']} interleaved repeats; "
-            "begin+end: `on_train_batch_begin` + `on_train_batch_end` per batch (information); "
-            "ours/peer judged on `on_train_batch_end` (PASS: ours lower). Keras's `CSVLogger` and "
-            "DVCLive's Keras callback do nothing per batch (they write once per epoch): their figure is "
-            "the cost of calling an empty method.",
-            "",
-            *table(
-                ["case", "end µs", "begin+end µs", *[f"{case} / peer" for case in mine]],
-                table_rows,
-            ),
-            "",
-        ]
-    return lines, []
-
-
-def render_platform(result: dict[str, Any]) -> tuple[list[str], list[Goal]]:
-    summaries = result["summaries"]
-    none = summaries["none"]
-    rows = []
-    for name, summary in summaries.items():
-        rows.append(
-            [
-                name,
-                str(len(summary["loop_all_s"])),
-                num(summary["loop_s"], 3),
-                pct(summary["loop_s"] / none["loop_s"] - 1) if name != "none" else "",
-                num(summary["loop_cpu_s"], 3),
-                f"{summary['requests']:,}",
-                f"{summary['bytes']:,}",
-                num(summary["worst_call_s"] * 1e3, 3),
-                num(summary["p99_call_s"] * 1e3, 3),
-            ]
-        )
-    goals = result["goals"]
-    paired = ", ".join(pct(p) for p in goals.get("paired_overheads", []))
-    lines = [
-        f"A real tiny torch training loop ({result['steps']:,} steps, 4 metrics a step) inside a Craft AI "
-        f"execution on the platform emulator ({result['latency_s'] * 1e3:g} ms per request), recording "
-        "nothing (`none`), one SDK call per value (`naive`) or through `MetricRecorder` (`recorder`); loop = "
-        "first step to end of last (`close()` not included), median over interleaved repeats; requests and "
-        "bytes (request bodies) = everything the variant caused; worst/p99 call: the time of one "
-        "`record()` call in the loop.",
-        "",
-        *table(
-            [
-                "variant",
-                "repeats",
-                "loop s",
-                "vs none",
-                "cpu s",
-                "requests",
-                "body bytes",
-                "worst ms",
-                "p99 ms",
-            ],
-            rows,
-        ),
-        "",
-        f"Requests naive/recorder: {ratio(goals.get('requests_ratio'))} "
-        f"({verdict(goals.get('requests_pass'))} against 100x); recorder loop vs none: "
-        f"{pct(goals.get('overhead'))} (paired per repeat: {paired}; "
-        f"{verdict(goals.get('overhead_pass'))} against 5%).",
-    ]
-    return lines, []
-
-
-def render_end_to_end(result: list[dict[str, Any]]) -> tuple[list[str], list[Goal]]:
-    names = {"hf": "HuggingFace", "lightning": "Lightning", "keras": "Keras"}
-    lines: list[str] = []
-    goals: list[Goal] = []
-    for framework in result:
-        title = names.get(framework.get("framework", ""), framework.get("framework", "?"))
-        if "rows" not in framework:
-            lines += [f"### {title}", "", f"Did not run: {framework.get('error')}", ""]
-            goals.append(Goal("(b) end-to-end", f"{title}: ours overhead <= 1%", "did not run", None))
-            continue
-        rows = []
-        for row in framework["rows"]:
-            if "wall_s" not in row:
-                rows.append([row["name"], row.get("error", ""), "", "", "", "", "", ""])
-                continue
-            counts = "/".join(str(c) for c in sorted({c for c in row["recorded"] if c is not None}))
-            is_none = row["role"] == "none"
-            rows.append(
-                [
-                    row["name"],
-                    num(row["wall_s"], 3),
-                    "" if is_none else pct(row["overhead"]),
-                    "" if is_none else pct(row["paired_overhead"]),
-                    "" if is_none else pct(row["min_overhead"]),
-                    num(row["cpu_s"], 3),
-                    ratio(row.get("ours_over_peer_overhead")) if row["role"] == "peer" else "",
-                    f"{counts} {row['loss_list']}" if counts else "",
-                ]
-            )
-        versions_text = ", ".join(f"{key} {value}" for key, value in framework["versions"].items())
-        lines += [
-            f"### {title}",
-            "",
-            f"{framework['steps']:,} optimizer steps, logging every step; median of {framework['repeats']} "
-            f"interleaved repeats; the no-logger runs spread **{framework['noise']:.1%}** (max/min - 1) in "
-            f"this run. {versions_text}.",
-            "",
-            *table(
-                [
-                    "variant",
-                    "wall s",
-                    "overhead",
-                    "paired",
-                    "min/min",
-                    "cpu s",
-                    "ours/peer overhead",
-                    "recorded",
-                ],
-                rows,
-            ),
-            "",
-        ]
-        ours = next(row for row in framework["rows"] if row["role"] == "ours")
-        goals.append(
-            Goal(
-                "(b) end-to-end",
-                f"{title}: ours overhead <= 1% of the no-logger wall time",
-                f"{pct(ours['overhead'])} (paired {pct(ours['paired_overhead'])}, min/min "
-                f"{pct(ours['min_overhead'])}; no-logger spread {framework['noise']:.1%})",
-                framework["goals"][0]["pass"],
-            )
-        )
-        peers = [goal for goal in framework["goals"][1:] if goal["pass"] is not None]
-        lost = [goal["goal"].removeprefix("ours < ") for goal in peers if not goal["pass"]]
-        skipped = [
-            goal["goal"].removeprefix("ours < ") for goal in framework["goals"][1:] if goal["pass"] is None
-        ]
-        measured = f"ours {pct(ours['overhead'])}; " + ", ".join(
-            f"{row['name']} {pct(row['overhead'])}"
-            for row in framework["rows"]
-            if row["role"] == "peer" and "overhead" in row
-        )
-        if lost:
-            measured += f"; not lower than: {', '.join(lost)}"
-        if skipped:
-            measured += f"; did not run: {', '.join(skipped)}"
-        goals.append(
-            Goal(
-                "(b) end-to-end",
-                f"{title}: ours overhead lower than every peer's",
-                measured,
-                (not lost) if peers else None,
-            )
-        )
-    return lines, goals
-
-
-def render_traffic(result: dict[str, Any]) -> tuple[list[str], list[Goal]]:
-    ours, sample, naive = result["ours"], result["naive_sample"], result["naive"]
-    steps, keys = ours["steps"], len(result["keys"])
-
-    def routes(per_route: dict[str, int]) -> str:
-        return ", ".join(f"{route} {count:,}" for route, count in sorted(per_route.items()))
-
-    rows = [
-        [
-            "ours (`MetricRecorder`)",
-            f"{steps:,}",
-            f"{ours['requests']:,}",
-            f"{ours['wire_bytes']:,}",
-            f"{ours['body_bytes']:,}",
-            routes(ours["per_route"]),
-        ],
-        [
-            "naive, measured sample",
-            f"{sample['steps']:,}",
-            f"{sample['requests']:,}",
-            f"{sample['wire_bytes']:,}",
-            f"{sample['body_bytes']:,}",
-            routes(sample["per_route"]),
-        ],
-        [
-            "naive, whole run (**computed**)",
-            f"{steps:,}",
-            f"{naive['requests']:,}",
-            f"{naive['wire_bytes']:,} (extrapolated)",
-            f"{naive['body_bytes']:,} (extrapolated)",
-            "one list_post per value + auth",
-        ],
-    ]
-    lines = [
-        f"{steps:,} steps x {keys} metrics ({', '.join(result['keys'])}) of a real tiny torch training loop "
-        "inside a Craft AI execution on the platform emulator (0 ms latency, real HTTP through "
-        "`craft_ai_sdk`). Wire bytes: client to platform, HTTP request lines and headers included "
-        "(counted by a loopback relay); body bytes: request bodies, as the emulator counts them.",
-        "",
-        *table(["variant", "steps", "requests", "wire bytes", "body bytes", "requests by route"], rows),
-        "",
-        f"The naive whole-run request count is **computed, not measured**: one request per value "
-        f"({steps:,} x {keys} = {steps * keys:,}) plus the auth request of the sample; it is exact, as the "
-        f"measured sample of {sample['steps']:,} steps confirms ({sample['requests']:,} requests). Its bytes "
-        f"are extrapolated from the sample's mean ({num(naive['wire_bytes_per_request'], 0)} wire / "
-        f"{num(naive['body_bytes_per_request'], 0)} body bytes per request). Ours delivered every value "
-        f"({steps:,} per list, checked in order) and the 8 end-of-run scalars. Ratios naive/ours: requests "
-        f"**{ratio(result['requests_ratio'])}**, wire bytes {ratio(result['wire_bytes_ratio'])}, body bytes "
-        f"{ratio(result['body_bytes_ratio'])}.",
-    ]
-    goals = [
-        Goal(
-            "(c) platform traffic",
-            "at least 100x fewer requests than one call per value",
-            f"{naive['requests']:,} / {ours['requests']:,} = {ratio(result['requests_ratio'])}",
-            result["pass"],
-        )
-    ]
-    return lines, goals
-
-
-def render_memory(result: dict[str, Any]) -> tuple[list[str], list[Goal]]:
-    rows = []
-    goals = []
-    for run in result["results"]:
-        if "error" in run:
-            rows.append([run["sink"], run["error"], *[""] * 9])
-            goals.append(Goal("(d) memory", f"peak RSS growth < 50 MB ({run['sink']})", "did not run", None))
-            continue
-        delivered = "/".join(f"{count:,}" for count in sorted(set(run["delivered"].values())))
-        waiting = "/".join("-" if n is None else f"{n:,}" for n in run.get("buffered_at", {}).values())
-        rows.append(
-            [
-                run["sink"],
-                num(run["baseline_bytes"] / MB, 1),
-                num(run["peak_bytes"] / MB, 1),
-                f"**{num(run['growth_bytes'] / MB, 1)}**",
-                " / ".join(num(v / MB if v else None, 1) for v in run["rss_at"].values()),
-                num(run["rss_after_close"] / MB, 1),
-                waiting,
-                num(run["loop_s"], 2),
-                num(run["close_s"], 2),
-                delivered,
-                verdict(run["pass"]),
-            ]
-        )
-        goals.append(
-            Goal(
-                "(d) memory",
-                f"peak RSS growth < 50 MB over {run['steps']:,} steps x {run['keys']} metrics "
-                f"({'LocalStore' if run['sink'] == 'local' else 'platform emulator'})",
-                f"{num(run['growth_bytes'] / MB, 1)} MB (RSS at 10/50/100% of the steps: "
-                f"{' / '.join(num(v / MB if v else None, 1) for v in run['rss_at'].values())} MB)",
-                run["pass"],
-            )
-        )
-    steps = result["steps"]
-    lines = [
-        f"{steps:,} `log_step` calls of {len(result['keys'])} distinct floats, as fast as the loop goes, the "
-        "run's length not told to the recorder; one process per sink (`local`: a `LocalStore` in a temp "
-        'folder; `platform`: `sink="auto"` inside an execution on the emulator, which runs in another '
-        f"process). RSS (`VmRSS`) sampled every {result['sample_every']:,} steps; baseline after the "
-        "recorder is created; peak = the largest sample or the kernel's high-water mark (`VmHWM`); MB = MiB.",
-        "",
-        *table(
-            [
-                "sink",
-                "baseline MB",
-                "peak MB",
-                "growth MB",
-                "RSS at 10/50/100% MB",
-                "after close MB",
-                "values waiting at 10/50/100%",
-                "loop s",
-                "close s",
-                "delivered per list",
-                "< 50 MB",
-            ],
-            rows,
-        ),
-        "",
-        '"Values waiting" is the number of values logged but not yet taken from the recorder\'s buffers by '
-        "its delivery worker (read from the recorder's private buffers by the benchmark). "
-        + " ".join(memory_trend(run) for run in result["results"] if "error" not in run)
-        + ' The list cap (50,000 values per list) thins what is delivered: "delivered per list" is read '
-        "back from the store or the emulator.",
-    ]
-    return lines, goals
-
-
-def memory_trend(run: dict[str, Any]) -> str:
-    """What one sink's samples say about memory over the steps. The recorder's buffers are named as the
-    cause of a missed goal only where this run measured it: the values waiting grew from 10% to 50% to
-    100% of the steps."""
-    rss = [num(run["rss_at"][at] / MB, 1) if run["rss_at"][at] else "-" for at in ("10%", "100%")]
-    waiting = [run.get("buffered_at", {}).get(at) for at in ("10%", "50%", "100%")]
-    text = f"`{run['sink']}`: from 10% to 100% of the steps the RSS went from {rss[0]} to {rss[1]} MB"
-    if None in waiting:
-        return text + "; the values waiting were not read."
-    text += f"; the values waiting at 10/50/100% were {' / '.join(f'{n:,}' for n in waiting)} (at most "
-    text += f"{run.get('max_buffered') or 0:,} at a sample)"
-    if run["pass"]:
-        return text + "."
-    if waiting[0] < waiting[1] < waiting[2]:
-        return text + (
-            ": they grew with the steps, so the delivery worker fell behind the loop and what it had not "
-            "taken yet stayed in memory."
-        )
-    return text + ": they did not grow with the steps, so they do not account for the growth."
-
-
-def yes_no(value: Any) -> str:
-    return "-" if value is None else "yes" if value else "**no**"
-
-
-def render_reliability(result: dict[str, Any]) -> tuple[list[str], list[Goal]]:
-    rows = []
-    for row in result["faults"]:
-        if "error" in row:
-            rows.append([row["name"], f"**did not run**: {row['error']}", *[""] * 9, "MISS"])
-            continue
-        caller = row.get("caller")
-        spooled = "-" if row["spooled_at_close"] is None else f"{row['spooled_at_close']:,}"
-        synced = "-" if row["synced"] is None else f"{row['synced']:,}"
-        rows.append(
-            [
-                row["name"],
-                yes_no(row["fault_seen"]),
-                ("≥ " if row.get("logged_at_least") else "") + f"{row['values_logged']:,}",
-                f"{row['delivered']:,}",
-                f"{row['duplicated']:,}",
-                f"{row['lost']:,}" + (f" (≤ {row['allowed_lost']:,} allowed)" if row["allowed_lost"] else ""),
-                yes_no(row["exact"]),
-                f"{spooled} / {synced}",
-                yes_no(row["scalars_ok"]),
-                " / ".join(num(caller[key], 1) for key in ("median_us", "p99_us", "max_us"))
-                if caller
-                else "-",
-                num(row["seconds"], 1),
-                verdict(row["pass"]),
-            ]
-        )
-    total = result["totals"]
-    rows.append(
-        [
-            f"**total** ({total['scenarios']} scenarios)",
-            "",
-            f"{total['values_logged']:,}",
-            f"{total['delivered']:,}",
-            f"**{total['duplicated']:,}**",
-            f"**{total['lost']:,}**",
-            f"{total['exact']}/{total['scenarios']}",
-            "",
-            "",
-            "",
-            num(total["seconds"], 1),
-            f"{total['passed']}/{total['scenarios']} {verdict(result['pass'])}",
-        ]
-    )
-    absent = result.get("kill_scenarios_absent") or []
-    lists = " and ".join(f"`{name}`" for name in result["lists"])
-    lines = [
-        f"Each scenario of `tests/fault_matrix.py` records a short training run ({result['steps']:,} steps "
-        f"logging {lists}, distinct values, and one end-of-run scalar) through the real `craft-ai-sdk` "
-        f"client into the platform emulator, injects its fault at step {result['inject_at']}, closes the "
-        "run and, when the fault outlasts the run, delivers the spool with `craft-callbacks sync`; each in "
-        "a fresh working folder against a fresh emulator. The two SIGKILL scenarios kill a training process "
-        "during an outage (then sync delivers its spool) and `craft-callbacks sync` part-way through a "
-        "spool of 6 x 20,000 values (then sync runs again).",
-        "",
-        *table(
-            [
-                "scenario",
-                "fault seen",
-                "values logged",
-                "delivered",
-                "duplicated",
-                "lost",
-                "exact",
-                "spooled at close / synced",
-                "end scalars",
-                "`log_step` µs median / p99 / worst",
-                "s",
-                "result",
-            ],
-            rows,
-        ),
-        "",
-        "What the columns mean: *fault seen*: the fault really happened (the platform's answers or the "
-        "run's warnings show it; for the SIGKILLs: sync found values that only the spool held, or the "
-        "killed sync had delivered a part); *values logged*: the list values the run logged (the killed "
-        "training: at least what it had reported logging when killed, or what the platform holds when more); "
-        "*delivered*: the list values the platform holds once the run and any sync ended; *duplicated*: "
-        "extra copies of a value on the platform; *lost*: values logged that the platform does not hold "
-        "(the killed training may lose the values of its last 3 flush intervals, never in the spool: the "
-        "bound is shown); *exact*: every list holds each value once, in order, nothing else (the killed "
-        "training: a prefix of its values); *spooled at close / synced*: list values the spool held, not "
-        "accepted by the platform, when the run closed / values `craft-callbacks sync` delivered after it "
-        "(`-`: no sync ran); *end scalars*: the run's end-of-run scalars reached the platform; *`log_step` "
-        "µs*: each `log_step` call on the training thread during the scenario, a clock around it included: "
-        "the caller's cost while the fault lasts (calls that waited for the network or the spool would "
-        "show as milliseconds at the p99; a lone worst call can be the machine running another process); "
-        "*s*: the scenario's seconds; *result*: PASS when the fault was seen, "
-        "nothing was duplicated or lost (beyond the bound), the lists are exact and any sync completed.",
-    ]
-    if absent:
-        lines += [
-            "",
-            f"Not run: {', '.join(f'`{name}`' for name in absent)} (not defined in `tests/fault_matrix.py` "
-            "when this ran).",
-        ]
-    seen = [row for row in result["faults"] if "error" not in row]
-    goals = [
-        Goal(
-            "(e) reliability",
-            "every fault of the matrix and both SIGKILLs: each value delivered once, nothing lost (a killed "
-            "training: nothing logged before its last 3 flush intervals)",
-            f"{total['scenarios']} scenarios: {total['values_logged']:,} values logged, "
-            f"{total['delivered']:,} delivered, {total['duplicated']:,} duplicated, {total['lost']:,} lost; "
-            f"{total['passed']}/{total['scenarios']} pass"
-            + (f"; did not run: {total['errors']}" if total["errors"] else "")
-            + (f"; not in the matrix: {', '.join(absent)}" if absent else ""),
-            result["pass"] if seen else None,
-        )
-    ]
-    return lines, goals
 
 
 # -- the caller's cost beside the fault matrix -------------------------------------------
@@ -1014,7 +431,7 @@ def render_caller_cost(
                 spread(now),
                 spread(before),
                 pct(change),
-                "-" if noise is None else "yes" if noise else "**no**",
+                yes_no(noise),
             ]
         else:
             earlier = previous.rows.get(row["case"]) if previous else None
@@ -1060,30 +477,6 @@ def render_caller_cost(
     ]
     return lines
 
-
-def render_ui(result: dict[str, Any]) -> tuple[list[str], list[Goal]]:
-    """Section (f): ``bench_ui.py`` renders its own section; its goals become rows of the goals table."""
-    sys.path.insert(0, str(HERE))
-    try:
-        import bench_ui  # imports only the standard library and harness at its top
-    finally:
-        sys.path.remove(str(HERE))
-    lines, goals = bench_ui.render(result)
-    return lines, [Goal(UI_GOAL, goal, measured, passed) for goal, measured, passed in goals]
-
-
-RENDERERS: dict[str, Renderer] = {
-    "recorder": render_recorder,
-    "huggingface": render_huggingface,
-    "lightning": render_lightning,
-    "keras": render_keras,
-    "platform": render_platform,
-    "end_to_end": render_end_to_end,
-    "traffic": render_traffic,
-    "memory": render_memory,
-    "reliability": render_reliability,
-    "ui": render_ui,
-}
 
 RELIABILITY_TITLE = "(e) Reliability: the fault matrix, and the caller's cost beside it"
 UI_TITLE = "(f) Dashboard: `craft-callbacks ui` against `plot` and TensorBoard"
@@ -1145,11 +538,30 @@ MEANINGS = {
 }
 
 
-def render(bench: Bench) -> tuple[list[str], list[Goal]]:
+def renderer(script: str) -> Callable[[Any], Rendered]:
+    """The ``render(result)`` of ``script``, a file beside this one: each script renders its own section
+    from the JSON it wrote. Imported only when a section is rendered, once every script has run: some
+    import their framework at their top (seconds) after setting the environment variables it reads,
+    so this process's environment and ``sys.path`` are put back as they were."""
+    environ, path = dict(os.environ), list(sys.path)
+    sys.path.insert(0, str(HERE))
+    try:
+        module = importlib.import_module(Path(script).stem)
+    finally:
+        sys.path[:] = path
+        os.environ.clear()
+        os.environ.update(environ)
+    render_result: Callable[[Any], Rendered] = module.render
+    return render_result
+
+
+def render(bench: Bench) -> Rendered:
+    """``bench``'s section, rendered by its script; what went wrong in its place when it did not run,
+    failed, or its result could not be rendered."""
     if bench.result is None:
         return [f"**Did not run**: {bench.error}.", "", "```", *bench.tail[-15:], "```"], []
     try:
-        lines, goals = RENDERERS[bench.name](bench.result)
+        lines, goals = renderer(bench.script)(bench.result)
     except Exception as error:
         lines = [f"**Could not render the results** ({type(error).__name__}: {error}).", ""]
         lines += ["```", *traceback.format_exc().splitlines()[-6:], "```"]
@@ -1158,67 +570,6 @@ def render(bench: Bench) -> tuple[list[str], list[Goal]]:
         lines = [f"**Failed**: {bench.error}; the figures below are what it wrote.", "", *lines]
         lines += ["", "```", *bench.tail[-15:], "```"]
     return lines, goals
-
-
-def lower_than_every_peer(goal: str, ours: str, figures: list[str], lost: list[str], judged: bool) -> Goal:
-    """An (a) goal: ``ours`` and each peer's figure measured; PASS when no peer that ran is lower."""
-    measured = f"{ours}; " + ", ".join(figures) + (f"; not lower than {', '.join(lost)}" if lost else "")
-    return Goal("(a) per event", goal, measured, (not lost) if judged else None)
-
-
-def adapter_goal(result: dict[str, Any], goal: str, figure: str, ours_note: str, judged_on: str) -> Goal:
-    """HuggingFace's or Lightning's (a) goal from its ``ours < peer`` goals, each judged on ``judged_on``;
-    the figures are the column ``figure`` of its rows."""
-    peers = [g for g in result["goals"] if g["goal"].startswith("ours < ") and g[judged_on] is not None]
-    ours = next(r for r in result["rows"] if r["name"].startswith("ours"))
-    return lower_than_every_peer(
-        goal,
-        f"ours {num(ours[figure])} µs{ours_note}",
-        [f"{r['name']} {num(r[figure])}" for r in result["rows"] if "ours_over_peer" in r],
-        [g["goal"][7:] for g in peers if not g[judged_on]],
-        bool(peers),
-    )
-
-
-def per_event_goals(runs: dict[str, Bench]) -> list[Goal]:
-    """(a): ours lower than every peer of its framework, per event (the adapter issues' goal)."""
-    goals: list[Goal] = []
-    with contextlib.suppress(Exception):
-        goals.append(
-            adapter_goal(
-                runs["huggingface"].result,
-                "HuggingFace `on_log`: ours lower than every peer",
-                "median_us",
-                " (median call)",
-                "median",
-            )
-        )
-    with contextlib.suppress(Exception):
-        goals.append(
-            adapter_goal(
-                runs["lightning"].result,
-                "Lightning `log_metrics` + `save`: ours lower than every peer",
-                "us_per_event",
-                "",
-                "pass",
-            )
-        )
-    with contextlib.suppress(Exception):
-        for backend in runs["keras"].result:
-            rows = backend["rows"]
-            for own in [r for r in rows if r["role"] == "ours"]:
-                judged = [(r["case"], r["end_median_us"], r["vs"][own["case"]]) for r in rows if "vs" in r]
-                goals.append(
-                    lower_than_every_peer(
-                        f"Keras ({backend['versions']['backend']}) `on_train_batch_end`, {own['case']}: ours "
-                        "lower than every peer that runs",
-                        f"ours {num(own['end_median_us'], 3)} µs",
-                        [f"{case} {num(us, 3)}" for case, us, _ in judged],
-                        [case for case, _, v in judged if not v["pass"]],
-                        bool(judged),
-                    )
-                )
-    return goals
 
 
 def section(
@@ -1267,7 +618,7 @@ def report(
     ab: HotPathAB | None = None,
 ) -> str:
     sections: list[str] = []
-    goals: list[Goal] = per_event_goals(runs)
+    goals: list[Goal] = []
     for title, parts in SECTIONS:
         lines, found = section(title, parts, runs, previous, ab)
         sections += lines

@@ -112,7 +112,7 @@ def test_run_all_renders_the_reliability_section_and_splices_it_keeping_the_rest
         "totals": {**totals, "scenarios": 1, "errors": 0, "seconds": 0.5},
         "pass": True,
     }
-    lines, goals = run_all.render_reliability(result)
+    lines, goals = run_all.renderer("bench_reliability.py")(result)
     assert "| a fault | yes | 10 | 10 | 0 | 0 | yes | 0 / - | yes | 1.0 / 2.0 / 3.0 | 0.5 | PASS |" in lines
     assert [goal.passed for goal in goals] == [True]
     assert run_all.within_noise([2.5, 2.7, 2.6], [2.6, 2.8, 2.9]) is True
@@ -169,7 +169,7 @@ def test_bench_ui_small_meets_the_points_and_memory_goals_and_renders_section_f(
     assert browser["loads"][0]["page_errors"] == [] and browser["loads"][0]["failed_requests"] == []
     assert result["plot"]["median_s"] > 0 and result["verdicts"]["page_ratio"]["ratio"] is not None
     run_all = import_benchmark("run_all")
-    lines, goals = run_all.render_ui(result)
+    lines, goals = run_all.renderer("bench_ui.py")(result)
     assert [goal.workload for goal in goals] == ["(f) dashboard"] * 3
     assert [goal.passed for goal in goals][1:] == [True, True]
     text = "\n".join(lines)
