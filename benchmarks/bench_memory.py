@@ -124,12 +124,13 @@ def serve_emulator(connection: Connection) -> None:
 
 
 def buffered(recorder: MetricRecorder) -> int | None:
-    """Values logged but not yet taken by the recorder's delivery worker (its private buffers: a
-    diagnostic of this benchmark, read without locking; None if the recorder no longer has them)."""
-    series = getattr(recorder, "_series", None)
-    if not isinstance(series, dict):
+    """Values logged but not yet taken by the recorder's delivery worker (the buffers of its lists,
+    private: a diagnostic of this benchmark, read without locking; None if the recorder no longer has
+    them where this looks)."""
+    lists = getattr(getattr(recorder, "_lists", None), "by_name", None)
+    if not isinstance(lists, dict):
         return None
-    return sum(len(getattr(one, "values", ())) for one in list(series.values()))
+    return sum(len(getattr(one, "values", ())) for one in list(lists.values()))
 
 
 def log_loop(recorder: MetricRecorder, steps: int, every: int) -> list[tuple[int, int, int | None]]:
