@@ -66,6 +66,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import harness
@@ -538,20 +539,24 @@ MEANINGS = {
 }
 
 
-def renderer(script: str) -> Callable[[Any], Rendered]:
-    """The ``render(result)`` of ``script``, a file beside this one: each script renders its own section
-    from the JSON it wrote. Imported only when a section is rendered, once every script has run: some
-    import their framework at their top (seconds) after setting the environment variables it reads,
-    so this process's environment and ``sys.path`` are put back as they were."""
+def script_module(script: str) -> ModuleType:
+    """``script``, a file beside this one, imported as a module. Some scripts set the environment
+    variables their framework reads, then import it, at their top (seconds): this process's
+    environment and ``sys.path`` are put back as they were after."""
     environ, path = dict(os.environ), list(sys.path)
     sys.path.insert(0, str(HERE))
     try:
-        module = importlib.import_module(Path(script).stem)
+        return importlib.import_module(Path(script).stem)
     finally:
         sys.path[:] = path
         os.environ.clear()
         os.environ.update(environ)
-    render_result: Callable[[Any], Rendered] = module.render
+
+
+def renderer(script: str) -> Callable[[Any], Rendered]:
+    """The ``render(result)`` of ``script``: each script renders its own section from the JSON it
+    wrote. Imported only when a section is rendered, once every script has run."""
+    render_result: Callable[[Any], Rendered] = script_module(script).render
     return render_result
 
 
