@@ -36,7 +36,7 @@ threads included), and the ratio of our overhead to each peer's. After each
 run the values each variant recorded are read back and the loss list counted:
 ours must hold exactly one value per step, or the script fails.
 
-Goals (the issue): our overhead at most 1% of the no-logger wall time, and
+Goals: our overhead at most 1% of the no-logger wall time, and
 lower than every peer's, on every framework.
 
 Run: ``.venv/bin/python benchmarks/bench_end_to_end.py [--framework hf|lightning|keras|all]

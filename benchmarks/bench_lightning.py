@@ -26,7 +26,7 @@ MLflow's default (synchronous) logging; and the floor: a bare loop doing ``float
 local files in a temp dir only; a contender that is not installed is printed
 as skipped.
 
-Goal (the issue): ours lower than every one of Lightning's loggers.
+Goal: ours lower than every one of Lightning's loggers.
 
 Run: ``.venv/bin/python benchmarks/bench_lightning.py [--calls N] [--repeats R] [--only NAME ...]
 [--json PATH]`` (peers: ``pip install -c constraints.txt tensorboard mlflow-skinny sqlalchemy alembic``)

@@ -33,7 +33,7 @@ values); the values of its last 3 flush intervals may be lost by design (they
 were not yet in the spool): its goal is every value logged before then, as a
 prefix, each once.
 
-Goal (issue 13): every scenario, each value delivered once, nothing lost (the
+Goal: every scenario, each value delivered once, nothing lost (the
 killed training: nothing but its last 3 flush intervals).
 
 Run: ``.venv/bin/python benchmarks/bench_reliability.py [--only NAME ...] [--steps N] [--list]
@@ -292,7 +292,7 @@ def row_passed(row: dict[str, Any]) -> bool:
 
 
 def judged(rows: list[dict[str, Any]]) -> bool | None:
-    """The goal of the issue: every scenario passes its own (None when none ran)."""
+    """The goal: every scenario passes its own (None when none ran)."""
     return all(row["pass"] for row in rows) if rows else None
 
 

@@ -26,7 +26,7 @@ metrics (loss, grad_norm, learning_rate, epoch and four derived from them).
   the auth requests of the sample; its bytes are extrapolated from the
   sample's mean bytes per value request.
 
-Goal (the issue): at least 100x fewer requests than one call per value.
+Goal: at least 100x fewer requests than one call per value.
 
 Run: ``.venv/bin/python benchmarks/bench_traffic.py [--steps N] [--naive-steps N] [--json PATH]``
 """

@@ -1,6 +1,6 @@
 """Dashboard benchmark: `craft-callbacks ui` on 50 runs x 4 lists x 50,000 values, beside plot, TensorBoard.
 
-The data (issue 14): a local store of ``--runs`` (50) runs, each with 4 list
+The data: a local store of ``--runs`` (50) runs, each with 4 list
 metrics (``loss``, ``val_loss``, ``accuracy``, ``learning_rate``) of
 ``--values`` (50,000, the platform's cap per list) values at steps 1..N, noisy
 training curves that differ per run, hyperparameters and end-of-run scalars. It
@@ -44,7 +44,7 @@ process (its URL read from its first line of output):
   card's table fills from the same data). Reported as not measured when its
   page does not get there (another TensorBoard version may differ).
 
-Goals (issue 14): the compare page ready in under a quarter of ``plot``'s time
+Goals: the compare page ready in under a quarter of ``plot``'s time
 (medians); at most 2 x 1,000 points per run in a series answer; the ``ui``
 process's memory under 200 MB (its peak).
 

@@ -1,7 +1,7 @@
 """Run every benchmark, each in its own process, and write BENCHMARKS.md from their results.
 
-The one entry command of the benchmark suite (the issue: overhead, requests and
-memory against the trackers users would pick instead):
+The one entry command of the benchmark suite (overhead, requests and memory,
+against the trackers users would pick instead):
 
     .venv/bin/python benchmarks/run_all.py            # the full run, writes BENCHMARKS.md (15-30 min)
     .venv/bin/python benchmarks/run_all.py --quick    # a smoke run: fewer calls and repeats
@@ -11,10 +11,10 @@ output is printed as it goes. A script that fails is reported (with the end
 of its output) and the runner goes on. Then the report is written: the
 machine, the versions, the command, one section per workload with its table
 of medians and ratios (ours / each peer), what each number means, and each
-goal of the issue with PASS or MISS and the measured figure. Each script renders
-its own section from the JSON it wrote (its ``render(result)``, with the cells and
-tables of ``harness.py``); this file runs the scripts and assembles their sections,
-the head of the report and its goals table.
+goal with PASS or MISS and the measured figure. Each script renders its own
+section from the JSON it wrote (its ``render(result)``, with the cells and
+tables of ``harness.py``); this file runs the scripts and assembles their
+sections, the head of the report and its goals table.
 
 ``--quick`` writes its report beside the JSON files in a temporary folder (it
 prints the path), never over ``BENCHMARKS.md``, unless ``--output`` says where.
@@ -479,6 +479,8 @@ def render_caller_cost(
     return lines
 
 
+# The heading of the goals table, as BENCHMARKS.md has it: --reliability and --ui find the table by it.
+GOALS_HEADING = "## Goals of the issue"
 RELIABILITY_TITLE = "(e) Reliability: the fault matrix, and the caller's cost beside it"
 UI_TITLE = "(f) Dashboard: `craft-callbacks ui` against `plot` and TensorBoard"
 UI_GOAL = "(f) dashboard"
@@ -673,7 +675,7 @@ def report(
         "every comparison interleaves its variants in one process so that noise hits them alike, and "
         "medians are reported.",
         "",
-        "## Goals of the issue",
+        GOALS_HEADING,
         "",
         *table(
             ["workload", "goal", "measured", "result"],
@@ -728,14 +730,14 @@ def splice(
     new = [*old[:start], *lines, *old[end:]]
     rows = [f"| {g.workload} | {g.goal} | {g.measured} | {verdict(g.passed)} |" for g in goals]
     new = [line for line in new if not line.startswith(goal_row)]
-    if "## Goals of the issue" in new:
-        at = new.index("## Goals of the issue") + 1
+    if GOALS_HEADING in new:
+        at = new.index(GOALS_HEADING) + 1
         while at < len(new) and not new[at].startswith("|"):
             at += 1
         while at < len(new) and new[at].startswith("|"):
             at += 1
         new[at:at] = rows
-        refresh_missed(new, new.index("## Goals of the issue"))
+        refresh_missed(new, new.index(GOALS_HEADING))
     return "\n".join(new).rstrip() + "\n"
 
 
