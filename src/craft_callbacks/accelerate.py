@@ -31,7 +31,7 @@ from accelerate.tracking import GeneralTracker  # type: ignore[import-untyped]
 from craft_callbacks.exceptions import CraftCallbacksWarning
 from craft_callbacks.hyperparameters import flatten
 from craft_callbacks.recorder import MetricRecorder
-from craft_callbacks.runs import Runs, disabled_by_environment
+from craft_callbacks.runs import adapter_runs
 
 __all__ = ["CraftAiTracker"]
 
@@ -69,14 +69,14 @@ class CraftAiTracker(GeneralTracker):  # type: ignore[misc]  # accelerate is unt
             recorder_options["pipeline_name"] = pipeline_name
         self.expected_events = expected_events
         # The sink is chosen (and a bad store refused) here, before training, on every process.
-        self.runs = None if disabled_by_environment() else Runs(recorder, sink, **recorder_options)
+        self.runs = adapter_runs(recorder, sink, **recorder_options)
         self._warned: set[str] = set()
         self._main: bool | None = None
 
     @property
     def tracker(self) -> MetricRecorder | None:
         """The recorder of the current (or last) run; ``None`` before the first on this process."""
-        return self.runs.current if self.runs else None
+        return self.runs.current
 
     @property
     def recorder(self) -> MetricRecorder | None:
@@ -87,12 +87,12 @@ class CraftAiTracker(GeneralTracker):  # type: ignore[misc]  # accelerate is unt
 
     def start(self) -> None:
         """Called by ``init_trackers``: a new run."""
-        if self.runs is not None and self._main_process():
+        if self._main_process():
             self.runs.start(self.expected_events)
 
     def store_init_configuration(self, values: Any) -> None:
         """The ``config`` of ``init_trackers``: the run's hyperparameters."""
-        if self.runs is None or values is None or not self._main_process():
+        if values is None or not self._main_process():
             return
         if not isinstance(values, Mapping):
             self._not_a_mapping("store_init_configuration", values)
@@ -103,7 +103,7 @@ class CraftAiTracker(GeneralTracker):  # type: ignore[misc]  # accelerate is unt
 
     def log(self, values: Any, step: int | None = None, **kwargs: Any) -> None:
         """``accelerator.log``: one value per list metric; after ``end_training``, scalars."""
-        if self.runs is None or values is None or not (self._main or self._main_process()):
+        if values is None or not (self._main or self._main_process()):
             return
         if type(values) is not dict and not isinstance(values, Mapping):
             self._not_a_mapping("log", values)
@@ -116,11 +116,11 @@ class CraftAiTracker(GeneralTracker):  # type: ignore[misc]  # accelerate is unt
         if recorder.closed:
             self.runs.log_final(values)
         else:
-            recorder.log_step(values, step)
+            self.runs.log_step(values, step)
 
     def finish(self) -> None:
         """``accelerator.end_training()``: the run closes."""
-        if self.runs is not None and self._main_process():
+        if self._main_process():
             self.runs.end("success")
 
     # -- helpers -------------------------------------------------------------------------
@@ -133,16 +133,16 @@ class CraftAiTracker(GeneralTracker):  # type: ignore[misc]  # accelerate is unt
         torch's global rank when a process group is up: launched with
         ``--multi_gpu`` on a machine without a GPU and an ``Accelerator()``
         without ``cpu=True``, Accelerate calls every process the main one.
+        None records when the tracker is turned off (``CRAFT_CALLBACKS_DISABLED``).
         """
         if self._main is None:
-            main = bool(PartialState().is_main_process)
+            main = self.runs.enabled and bool(PartialState().is_main_process)
             if main and dist.is_available() and dist.is_initialized():
                 main = dist.get_rank() == 0
             self._main = main
         return self._main
 
     def _open_run(self) -> MetricRecorder | None:
-        assert self.runs is not None
         if self.runs.current is None:
             return self.runs.start(self.expected_events)
         return self.runs.current

@@ -43,7 +43,7 @@ except ImportError:  # pragma: no cover - older transformers: no resume of the r
 from craft_callbacks.exceptions import CraftCallbacksWarning
 from craft_callbacks.hyperparameters import flatten
 from craft_callbacks.recorder import MetricRecorder
-from craft_callbacks.runs import Runs, disabled_by_environment
+from craft_callbacks.runs import adapter_runs
 
 SUMMARY_KEY: Final = "train_runtime"  # in every train summary the Trainer logs (speed_metrics)
 CHECKPOINT_FLUSH_S: Final = 2.0  # at most this long a checkpoint waits for the metrics logged before it
@@ -134,10 +134,10 @@ class CraftAiCallback(TrainerCallback, ExportableState):
             **{key: value for key, value in recorder_options.items() if _plain(value)},
         }
         self.run_id: str | None = None  # the run being recorded: saved in each checkpoint
-        self.enabled = not disabled_by_environment()
         self.prefix = prefix
         self.log_hyperparameters = log_hyperparameters
-        self.runs = Runs(recorder, sink, **recorder_options) if self.enabled else None
+        self.runs = adapter_runs(recorder, sink, prefix=prefix, **recorder_options)
+        self.enabled = self.runs.enabled  # False: CRAFT_CALLBACKS_DISABLED is set
         self._training = False
         self._training_chief = False
         self._warned: set[str] = set()
@@ -146,13 +146,13 @@ class CraftAiCallback(TrainerCallback, ExportableState):
     @property
     def recorder(self) -> MetricRecorder | None:
         """The recorder of the current (or last) run."""
-        return self.runs.current if self.runs else None
+        return self.runs.current
 
     def _chief(self, args: TrainingArguments, state: TrainerState) -> bool:
         """Whether this process records; decided once per training (``args.process_index`` is costly)."""
         if self._training:
             return self._training_chief
-        return self.runs is not None and state.is_world_process_zero and args.process_index == 0
+        return self.runs.enabled and state.is_world_process_zero and args.process_index == 0
 
     def _next_trial(self, state: TrainerState) -> int | None:
         """The number of this training's trial in a hyperparameter search (None: not a trial).
@@ -180,11 +180,6 @@ class CraftAiCallback(TrainerCallback, ExportableState):
             "to values; they are not recorded (this warning is shown once)",
         )
 
-    def _named(self, logs: Mapping[str, Any]) -> Mapping[str, Any]:
-        if not self.prefix:
-            return logs
-        return {f"{self.prefix}{key}": value for key, value in logs.items()}
-
     def on_train_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
@@ -193,26 +188,18 @@ class CraftAiCallback(TrainerCallback, ExportableState):
         trial = self._next_trial(state)
         if not self._training_chief:
             return
-        assert self.runs is not None
         params = hyperparameters(args, kwargs.get("model")) if self.log_hyperparameters else None
         if params is not None and trial is not None:
             params.update(trial_hyperparameters(state, trial))
         resumed = state.global_step > 0  # train(resume_from_checkpoint=...) loaded a checkpoint
-        if resumed:
-            self._continue(_saved_run_id(state))
         recorder = self.runs.start(
             expected_log_events(args, state),
             params,
             pipeline_name=args.run_name or None,
             resume_step=state.global_step if resumed else None,
+            run_id=_saved_run_id(state) if resumed else None,  # the checkpoint's run, continued
         )
         self.run_id = recorder.execution_id if recorder is not None else None
-
-    def _continue(self, run_id: str | None) -> None:
-        """A resumed training continues the checkpoint's run (unless one is named explicitly)."""
-        assert self.runs is not None
-        if run_id and not self.runs.explicit_run_id:
-            self.runs.next_execution_id = run_id
 
     def state(self) -> dict[str, Any]:
         """What each checkpoint keeps of this callback: its run id (and its plain arguments)."""
@@ -233,13 +220,10 @@ class CraftAiCallback(TrainerCallback, ExportableState):
             return
         if not logs:
             return
-        assert self.runs is not None
-        recorder = self.runs.current
         if self._training and SUMMARY_KEY not in logs:
-            if recorder is not None:  # the hot path: straight to the recorder
-                recorder.log_step(self._named(logs) if self.prefix else logs, state.global_step)
+            self.runs.log_step(logs, state.global_step)  # the hot path: the recorder's own log_step
         else:
-            self.runs.log_final(self._named(logs))
+            self.runs.log_final(logs)
 
     def on_predict(
         self,
@@ -255,16 +239,15 @@ class CraftAiCallback(TrainerCallback, ExportableState):
             self._not_a_mapping("on_predict", "metrics", metrics)
             return
         if metrics:
-            assert self.runs is not None
-            self.runs.log_final(self._named(metrics))
+            self.runs.log_final(metrics)
 
     def on_save(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
         """A checkpoint was saved: what was logged up to it is delivered too (bounded wait), so a
         training killed later and resumed from it misses no step."""
-        if self._training and self._training_chief and self.runs is not None and self.runs.current:
-            self.runs.current.flush(timeout=CHECKPOINT_FLUSH_S)
+        if self._training and self._training_chief:
+            self.runs.flush(CHECKPOINT_FLUSH_S)
 
     def on_train_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
@@ -274,5 +257,4 @@ class CraftAiCallback(TrainerCallback, ExportableState):
         self._training_chief = False
         if not chief:
             return
-        assert self.runs is not None
         self.runs.end("success")

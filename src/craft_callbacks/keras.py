@@ -67,7 +67,7 @@ from craft_callbacks.exceptions import CraftCallbacksWarning
 from craft_callbacks.hyperparameters import flatten
 from craft_callbacks.ordering import InOrder
 from craft_callbacks.recorder import MetricRecorder
-from craft_callbacks.runs import Runs, disabled_by_environment
+from craft_callbacks.runs import adapter_runs, prefixed
 
 __all__ = ["BATCH_PREFIX", "EVAL_PREFIX", "RUN_FILE", "CraftAiKerasCallback"]
 
@@ -165,7 +165,7 @@ class CraftAiKerasCallback(keras.callbacks.Callback):  # type: ignore[misc]
         self.log_every_n_steps = int(log_every_n_steps)
         self.backup_dir = backup_folder(backup_dir)
         self.hyperparameters = dict(hyperparameters or {})
-        self.runs = Runs(recorder, sink, **recorder_options) if not disabled_by_environment() else None
+        self.runs = adapter_runs(recorder, sink, **recorder_options)
         self._chief = True
         self._training = False
         self._epoch_start = 0
@@ -185,11 +185,11 @@ class CraftAiKerasCallback(keras.callbacks.Callback):  # type: ignore[misc]
     @property
     def recorder(self) -> MetricRecorder | None:
         """The recorder of the current (or last) run."""
-        return self.runs.current if self.runs else None
+        return self.runs.current
 
     def _log_batch(self, metrics: Mapping[str, Any], key: int) -> None:
         step = self._batch_steps.pop(key, None)
-        if self.runs is not None and step is not None:
+        if step is not None:
             self.runs.log_step(metrics, step)
 
     def _expected_events(self) -> int | None:
@@ -211,8 +211,8 @@ class CraftAiKerasCallback(keras.callbacks.Callback):  # type: ignore[misc]
         return params
 
     def on_train_begin(self, logs: Mapping[str, Any] | None = None) -> None:
-        self._chief = is_chief()
-        if self.runs is None or not self._chief:
+        self._chief = self.runs.enabled and is_chief()  # whether this process records
+        if not self._chief:
             return
         self._training = True
         self._epoch_start = self._batches = 0
@@ -229,13 +229,16 @@ class CraftAiKerasCallback(keras.callbacks.Callback):  # type: ignore[misc]
 
     def _start(self, epoch: int) -> None:
         """Open the run at the fit's first epoch: ``epoch`` is where Keras starts (after a restore)."""
-        assert self.runs is not None
         start = self._step_of_epoch(epoch)
         self._epoch_start = start or 0
         resume = start if epoch > 0 or self._backup else None
-        if self._backup:  # the run the backup was taken in (a recorder you gave stays yours)
-            self.runs.next_execution_id = self._backup["run_id"]
-        self.runs.start(self._expected_events(), self._run_hyperparameters(), resume_step=resume)
+        self.runs.start(
+            self._expected_events(),
+            self._run_hyperparameters(),
+            resume_step=resume,
+            run_id=self._backup["run_id"] if self._backup else None,  # the run the backup was taken in
+            run_id_wins=True,  # over run_id=: the backup holds that run's steps
+        )
         self._write_run_file()
 
     def _step_of_epoch(self, epoch: int) -> int | None:
@@ -282,7 +285,7 @@ class CraftAiKerasCallback(keras.callbacks.Callback):  # type: ignore[misc]
         key = batch // self._group if self._group >= every else end // every
         if self._batch_steps.setdefault(key, end) != end:
             return  # this multiple was recorded already (atomic, whichever thread)
-        self._batch_logs.add(key, {f"{BATCH_PREFIX}{name}": value for name, value in logs.items()})
+        self._batch_logs.add(key, prefixed(logs, BATCH_PREFIX))
 
     def _count_batches(self) -> None:
         """The epoch's batches, once Keras has run all its batch hooks (async ones included)."""
@@ -294,7 +297,7 @@ class CraftAiKerasCallback(keras.callbacks.Callback):  # type: ignore[misc]
 
     def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
         self._count_batches()
-        if self.runs is None or not self._training:
+        if not self._training:
             return
         self._batch_logs.drain()
         end = self._epoch_start + self._batches
@@ -304,13 +307,13 @@ class CraftAiKerasCallback(keras.callbacks.Callback):  # type: ignore[misc]
         self._write_run_file()
 
     def on_test_end(self, logs: Mapping[str, Any] | None = None) -> None:
-        if self.runs is None or self._training or not logs or not is_chief():
+        if self._training or not logs or not is_chief():
             return  # validation inside fit arrives with the epoch logs (val_*)
         # evaluate() after fit, on other data: its own names, never the training's loss or val_*
-        self.runs.log_final({f"{EVAL_PREFIX}{key}": value for key, value in logs.items()})
+        self.runs.log_final(prefixed(logs, EVAL_PREFIX))
 
     def on_train_end(self, logs: Mapping[str, Any] | None = None) -> None:
-        if self.runs is None or not self._training:
+        if not self._training:
             return
         self._batch_logs.drain()
         self._training = self._starting = False

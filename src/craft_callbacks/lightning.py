@@ -62,14 +62,11 @@ Resume. ``fit(model, ckpt_path=...)`` continues a run, each step kept once.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import math
-import multiprocessing
 import os
 import sys
 import warnings
-import weakref
 from argparse import Namespace
 from pathlib import Path
 from typing import Any
@@ -78,58 +75,25 @@ from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.pytorch.loggers.logger import Logger
 from lightning.pytorch.utilities import rank_zero_only
 
-from craft_callbacks.exceptions import CraftCallbacksWarning
-from craft_callbacks.hyperparameters import flatten
-from craft_callbacks.recorder import (
+from craft_callbacks.defaults import (
     DEFAULT_CLOSE_TIMEOUT_S,
     DEFAULT_FLUSH_EVENTS,
     DEFAULT_FLUSH_INTERVAL_S,
-    MetricRecorder,
-    resolve_sink,
+    DEFAULT_MAX_LIST_VALUES,
+    DEFAULT_REQUEST_TIMEOUT_S,
 )
-from craft_callbacks.runs import Runs, disabled_by_environment
-from craft_callbacks.sinks.craft_ai import DEFAULT_REQUEST_TIMEOUT_S
-from craft_callbacks.sinks.local_store import LocalStore, default_store_path, new_execution_id
-from craft_callbacks.thinning import DEFAULT_MAX_LIST_VALUES
+from craft_callbacks.exceptions import CraftCallbacksWarning
+from craft_callbacks.hyperparameters import flatten
+from craft_callbacks.recorder import MetricRecorder
+from craft_callbacks.runs import AdapterRuns, DisabledRuns, disabled_by_environment
+from craft_callbacks.sinks.local_store import LocalStore, new_execution_id
+from craft_callbacks.sqlite_files import default_store_path
 
 __all__ = ["CraftAiLogger"]
 
 _FIT = "fit"
 CHECKPOINT_FLUSH_S = 2.0  # at most this long a checkpoint waits for the metrics logged before it
 _LIGHTNING_JOIN = "-"  # Lightning's loggers join a prefix to names with "-"
-
-
-def _exit_status() -> str:
-    """How the script is ending: ``success``, or the status of the exception that ends it.
-
-    When an exception nobody caught ends a script, Python prints it and keeps
-    it in ``sys.last_exc`` (``sys.last_value`` before 3.12) before the
-    ``atexit`` hooks run; a script that reaches its end keeps none.
-    """
-    error = getattr(sys, "last_exc", None) or getattr(sys, "last_value", None)
-    if error is None:
-        return "success"
-    return "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
-
-
-_open_at_exit: weakref.WeakSet[CraftAiLogger] = weakref.WeakSet()
-_exit_hook_installed = False
-
-
-def _end_open_runs() -> None:
-    """At interpreter exit: end the runs no ``finalize`` ended (Fabric never calls it), as the script ended.
-
-    Installed once a run is open, so after the recorder's own exit hook, and
-    ``atexit`` runs the later hook first: these runs get their status before
-    the recorder closes whatever is left as ``exited``. A process started by
-    ``multiprocessing`` (a spawned rank) ends through its parent's machinery,
-    which keeps the exception to itself: its runs are left to that hook.
-    """
-    if multiprocessing.parent_process() is not None:
-        return
-    status = _exit_status()
-    for logger in list(_open_at_exit):
-        logger._end_at_exit(status)
 
 
 def _expected_events(trainer: Any) -> int | None:
@@ -203,21 +167,28 @@ class CraftAiLogger(Logger):
         self._resuming = False  # this fit resumes from a checkpoint: its first step says from where
         self._pending_hyperparameters: dict[str, Any] = {}
         self._store_in_use: Path | None = None
-        self._disabled_version = f"disabled-{new_execution_id()}"
-        self._exit_pid: int | None = None  # the process whose exit ends an open run
+        self._disabled_version = f"disabled-{new_execution_id()}"  # turned off: its folder's name
         self._runs = self._make_runs()
 
-    def _make_runs(self) -> Runs | None:
-        """The runs of this logger; the sink is chosen (and a bad store refused) here, at construction."""
+    def _make_runs(self) -> AdapterRuns:
+        """The runs of this logger; the sink is chosen (and a bad store refused) here, at construction.
+
+        Fabric may never call ``finalize``: a run still open when the script
+        ends ends then, with the status of how the script ended.
+        """
         if disabled_by_environment():
-            return None
-        if self._recorder is not None:
-            sink = self._recorder.sink
-        else:
-            sink = resolve_sink(self._sink, self._options["store_path"])
+            return DisabledRuns(self._disabled_version)
+        runs = AdapterRuns(
+            self._recorder,
+            self._sink,
+            prefix=self._prefix,
+            joiner=_LIGHTNING_JOIN,
+            end_at_exit=True,
+            **self._options,
+        )
         # The default store may be elsewhere than asked (beside a damaged one, in a temporary folder).
-        self._store_in_use = sink.path if isinstance(sink, LocalStore) else None
-        return Runs(self._recorder, sink, **self._options)
+        self._store_in_use = runs.sink.path if isinstance(runs.sink, LocalStore) else None
+        return runs
 
     # -- what Lightning asks of a logger ---------------------------------------------
 
@@ -252,26 +223,24 @@ class CraftAiLogger(Logger):
     @property
     def version(self) -> str:
         """The id of the current (or next) run (turned off: an id of this logger's own, for its folder)."""
-        if self._runs is None:
-            return self._disabled_version
         return self._runs.current.execution_id if self._runs.current else self._runs.next_execution_id
 
     @property
     @rank_zero_experiment
     def experiment(self) -> MetricRecorder | None:
         """The recorder of the current run (for ``self.logger.experiment.log_final(...)``)."""
-        return self._runs.current if self._runs else None
+        return self._runs.current
 
     @rank_zero_only
     def log_graph(self, model: Any, input_array: Any = None) -> None:
         """Called at the start of every stage: the model's trainer tells which one."""
         trainer = getattr(model, "_trainer", None)
-        if trainer is None or self._runs is None:
+        if trainer is None:
             return
         stage = getattr(trainer.state.fn, "value", None)
         self._stage = stage
         if stage == _FIT:
-            self._start_run(None)
+            self._start_run()
             self._trainer = trainer  # its training data is set up by the first log_metrics
             checkpoint = getattr(trainer, "ckpt_path", None)
             self._resuming = bool(checkpoint) and self._runs.recording
@@ -279,7 +248,7 @@ class CraftAiLogger(Logger):
                 self._check_the_run_of(checkpoint)
         elif self._pending_hyperparameters:  # validate/test/predict: they belong to the last run
             if self._runs.current is None:
-                self._start_run(None)
+                self._start_run()
                 self._runs.end("success")
             else:
                 self._runs.current.log_hyperparams(self._pending_hyperparameters)
@@ -288,7 +257,7 @@ class CraftAiLogger(Logger):
     def _check_the_run_of(self, checkpoint: Any) -> None:
         """One warning when the checkpoint lies in the folder of another run of the store than this one."""
         try:
-            recorder = self._runs.current if self._runs else None
+            recorder = self._runs.current
             if recorder is None or not isinstance(recorder.sink, LocalStore):
                 return
             root = Path(self.root_dir).resolve()
@@ -307,56 +276,33 @@ class CraftAiLogger(Logger):
             stacklevel=3,
         )
 
-    def _start_run(self, expected_events: int | None) -> None:
-        global _exit_hook_installed
-        assert self._runs is not None
-        self._runs.start(expected_events, self._pending_hyperparameters, pipeline_name=self._name)
+    def _start_run(self) -> None:
+        self._runs.start(None, self._pending_hyperparameters, pipeline_name=self._name)
         self._pending_hyperparameters = {}
-        if self._runs.recording:
-            self._exit_pid = os.getpid()
-            _open_at_exit.add(self)
-            if not _exit_hook_installed:
-                _exit_hook_installed = True
-                atexit.register(_end_open_runs)
-
-    def _end_at_exit(self, status: str) -> None:
-        """The script ends with this logger's run still open: it ends with the script's status."""
-        try:
-            if self._runs is not None and self._runs.recording and self._exit_pid == os.getpid():
-                self._runs.end(status)
-                self._stage = "ended"
-        except Exception:  # never a traceback at exit: the recorder's own hook closes what is left
-            pass
 
     @rank_zero_only
     def log_hyperparams(self, params: dict[str, Any] | Namespace, *args: Any, **kwargs: Any) -> None:
-        if self._runs is None:
-            return
         flat = flatten(params)
-        if self._stage == _FIT and self._runs.recording:
-            assert self._runs.current is not None
-            self._runs.current.log_hyperparams(flat)
+        recorder = self._runs.open_run
+        if self._stage == _FIT and recorder is not None:
+            recorder.log_hyperparams(flat)
         else:  # a stage is starting: log_graph, called next, says which run they belong to
             self._pending_hyperparameters.update(flat)
 
     @rank_zero_only
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        if self._runs is None:
-            return
-        if self._prefix:
-            metrics = {f"{self._prefix}{_LIGHTNING_JOIN}{key}": value for key, value in metrics.items()}
         if self._stage is None and self._runs.current is None:
             self._stage = _FIT  # no log_graph: the first stage is taken as fit
-            self._start_run(None)
-        if self._stage == _FIT and self._runs.recording:
-            assert self._runs.current is not None
+            self._start_run()
+        recorder = self._runs.open_run if self._stage == _FIT else None
+        if recorder is not None:
             if self._trainer is not None:
                 trainer, self._trainer = self._trainer, None
-                self._runs.current.expect_events(_expected_events(trainer))
+                recorder.expect_events(_expected_events(trainer))
             if self._resuming and step is not None:  # the resumed fit's first step: the replay starts here
                 self._resuming = False
                 with contextlib.suppress(Exception):  # a step that is no number: the recorder deals with it
-                    self._runs.current.resume_from(int(step) - 1)
+                    recorder.resume_from(int(step) - 1)
             self._runs.log_step(metrics, step)
         else:
             self._runs.log_final(metrics)
@@ -365,18 +311,14 @@ class CraftAiLogger(Logger):
     def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
         """A checkpoint was saved: what was logged before it is delivered too (a bounded wait), so a
         training killed later and resumed from it keeps it."""
-        if self._stage == _FIT and self._runs is not None and self._runs.recording:
-            assert self._runs.current is not None
-            with contextlib.suppress(Exception):  # never into training
-                self._runs.current.flush(timeout=CHECKPOINT_FLUSH_S)
+        if self._stage == _FIT:
+            self._runs.flush(CHECKPOINT_FLUSH_S)  # never into training
 
     def save(self) -> None:
         """Nothing to do: the recorder's background worker delivers (Lightning calls this every step)."""
 
     @rank_zero_only
     def finalize(self, status: str) -> None:
-        if self._runs is None:
-            return
         if self._stage == _FIT and self._runs.recording:
             if status == "failed" and isinstance(sys.exc_info()[1], KeyboardInterrupt):
                 status = "interrupted"
