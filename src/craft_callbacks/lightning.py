@@ -142,6 +142,7 @@ class CraftAiLogger(Logger):
         prefix: str = "",
         run_id: str | None = None,
         store_path: str | None = None,
+        deployment_name: str | None = None,
         max_list_values: int = DEFAULT_MAX_LIST_VALUES,
         flush_interval: float = DEFAULT_FLUSH_INTERVAL_S,
         flush_events: int = DEFAULT_FLUSH_EVENTS,
@@ -154,6 +155,7 @@ class CraftAiLogger(Logger):
         self._options: dict[str, Any] = {
             "run_id": run_id,
             "store_path": store_path,
+            "deployment_name": deployment_name,
             "max_list_values": max_list_values,
             "flush_interval": flush_interval,
             "flush_events": flush_events,
