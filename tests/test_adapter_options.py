@@ -27,7 +27,8 @@ from craft_callbacks.defaults import (
     DEFAULT_REQUEST_TIMEOUT_S,
 )
 from craft_callbacks.lightning import CraftAiLogger
-from craft_callbacks.runs import AdapterRuns, DisabledRuns, adapter_runs, exit_status, prefixed
+from craft_callbacks.process_hooks import exit_status
+from craft_callbacks.runs import AdapterRuns, DisabledRuns, adapter_runs, prefixed
 
 # Recorder options the logger does not take, each for a reason of Lightning's.
 NOT_MIRRORED = {

@@ -33,16 +33,13 @@ options, and keeps the rules the adapters share in one place:
 
 from __future__ import annotations
 
-import atexit
 import contextlib
-import multiprocessing
 import os
-import sys
 import warnings
-import weakref
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
+from craft_callbacks import process_hooks
 from craft_callbacks.defaults import DISABLE_ENV, RUN_ID_ENV, RUN_NAME_ENV
 from craft_callbacks.delivery.factory import resolve_sink
 from craft_callbacks.exceptions import CraftCallbacksWarning
@@ -57,7 +54,6 @@ __all__ = [
     "DisabledRuns",
     "adapter_runs",
     "disabled_by_environment",
-    "exit_status",
     "prefixed",
 ]
 
@@ -89,8 +85,8 @@ class AdapterRuns:
     is a new recorder to ``sink`` with ``options`` (the recorder's). ``prefix``
     and ``joiner``: put before every metric name (see :func:`prefixed`).
     ``end_at_exit``: a run still open when the interpreter exits ends with the
-    status of how it exits (see :func:`exit_status`), for frameworks that may
-    never say that a run ended.
+    status of how it exits (:func:`craft_callbacks.process_hooks.exit_status`),
+    for frameworks that may never say that a run ended.
     """
 
     enabled: ClassVar[bool] = True
@@ -206,7 +202,7 @@ class AdapterRuns:
                 recorder.log_hyperparams(hyperparameters)
             if self._end_at_exit:
                 self._exit_pid = os.getpid()
-                _end_at_exit(self)
+                process_hooks.end_at_exit(self)
             return recorder
         except Exception as error:
             self._warn(
@@ -246,7 +242,7 @@ class AdapterRuns:
         else:
             recorder.close(status)
 
-    def _end_as_the_process_exits(self, status: str) -> None:
+    def end_as_the_process_exits(self, status: str) -> None:
         """The interpreter exits with this run still open: it ends with ``status`` (never raises)."""
         try:
             if self.recording and self._exit_pid == os.getpid():
@@ -326,50 +322,3 @@ def disabled_by_environment() -> bool:
             f"craft_callbacks: {DISABLE_ENV} is set: the adapters record nothing in this process"
         )
     return disabled
-
-
-# -- runs that end as the interpreter exits -------------------------------------------------
-
-
-def exit_status() -> str:
-    """How the interpreter is exiting: ``success``, or the status of the exception that ends it.
-
-    When an exception nobody caught ends a script, Python prints it and keeps
-    it in ``sys.last_exc`` (``sys.last_value`` before 3.12) before the
-    ``atexit`` hooks run; a script that reaches its end keeps none. An
-    uncaught ``KeyboardInterrupt`` (Ctrl-C) is ``interrupted``, any other
-    exception ``failed``.
-    """
-    error = getattr(sys, "last_exc", None) or getattr(sys, "last_value", None)
-    if error is None:
-        return "success"
-    return "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
-
-
-_ending_at_exit: weakref.WeakSet[AdapterRuns] = weakref.WeakSet()
-_exit_hook_installed = False
-
-
-def _end_at_exit(runs: AdapterRuns) -> None:
-    """End the open run of ``runs`` as the interpreter exits (unless it is ended before)."""
-    global _exit_hook_installed
-    _ending_at_exit.add(runs)
-    if not _exit_hook_installed:
-        _exit_hook_installed = True
-        atexit.register(_end_open_runs)
-
-
-def _end_open_runs() -> None:
-    """At interpreter exit: end the runs still open that asked for it, with the status of the exit.
-
-    Installed once a run is open, so after the recorder's own exit hook, and
-    ``atexit`` runs the later hook first: these runs get their status before
-    the recorder closes whatever is left as ``exited``. A process started by
-    ``multiprocessing`` (a spawned rank) ends through its parent's machinery,
-    which keeps the exception to itself: its runs are left to that hook.
-    """
-    if multiprocessing.parent_process() is not None:
-        return
-    status = exit_status()
-    for runs in list(_ending_at_exit):
-        runs._end_as_the_process_exits(status)
