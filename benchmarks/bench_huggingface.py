@@ -491,7 +491,7 @@ def render(result: dict[str, Any]) -> tuple[list[str], list[Goal]]:
         "",
         *table(["contender", "median µs", "mean µs", "ours/peer", "begin s", "end s", "recorded"], rows),
         "",
-        *table(["goal (adapter issue)", "median / mean", "measured"], goal_rows),
+        *table(["goal", "median / mean", "measured"], goal_rows),
     ]
     goals: list[Goal] = []
     with contextlib.suppress(Exception):  # without its figures, no goal row; the section is still shown

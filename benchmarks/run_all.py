@@ -480,7 +480,7 @@ def render_caller_cost(
 
 
 # The heading of the goals table, as BENCHMARKS.md has it: --reliability and --ui find the table by it.
-GOALS_HEADING = "## Goals of the issue"
+GOALS_HEADING = "## Goals"
 RELIABILITY_TITLE = "(e) Reliability: the fault matrix, and the caller's cost beside it"
 UI_TITLE = "(f) Dashboard: `craft-callbacks ui` against `plot` and TensorBoard"
 UI_GOAL = "(f) dashboard"
@@ -650,7 +650,7 @@ def report(
         "",
         *(
             [
-                "**A quick smoke run (`--quick`): fewer calls, steps and repeats than the issue's workloads. "
+                "**A quick smoke run (`--quick`): fewer calls, steps and repeats than the full workloads. "
                 "Not the figures of record.**",
                 "",
             ]

@@ -213,7 +213,7 @@ def test_run_all_renders_the_reliability_section_and_splices_it_keeping_the_rest
     assert assembler.within_noise([2.5], [2.6]) is None
     report = tmp_path / "BENCHMARKS.md"
     report.write_text(
-        "# Benchmarks\n\n## Goals of the issue\n\n"
+        "# Benchmarks\n\n## Goals\n\n"
         "| workload | goal | measured | result |\n|---|---|---|---|\n"
         "| (a) per event | g | m | PASS |\n\n## (a) Per event\n\n### The recorder's hot path\n\n"
         "| case | floor µs | ours µs | ours/floor | goal | result |\n|---|---|---|---|---|---|\n"
@@ -419,7 +419,7 @@ def test_bench_ui_small_meets_the_points_and_memory_goals_and_renders_section_f(
 def test_run_all_splices_section_f_and_keeps_section_e(tmp_path: Path) -> None:
     assembler = run_all()
     report = (
-        "# Benchmarks\n\n## Goals of the issue\n\n"
+        "# Benchmarks\n\n## Goals\n\n"
         "| workload | goal | measured | result |\n|---|---|---|---|\n"
         "| (e) reliability | e | m | PASS |\n\n## (e) Reliability\n\nold e\n\n"
         "## How long each benchmark took\n\n| script | seconds | status |\n"

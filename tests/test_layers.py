@@ -136,7 +136,7 @@ def test_no_import_runs_back_up_the_layers() -> None:
     wrong = []
     for path in package_modules():
         wrong += upward_imports(path.read_text(), module_name(path), path.name == "__init__.py")
-    assert wrong == [], "imports against SPEC §8's direction:\n" + "\n".join(wrong)
+    assert wrong == [], "imports that run up the layers (see CONTRIBUTING.md):\n" + "\n".join(wrong)
 
 
 @pytest.mark.parametrize(
