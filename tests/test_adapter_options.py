@@ -222,6 +222,28 @@ def test_the_adapters_are_turned_off_by_the_environment(
     assert not never.exists()
 
 
+def test_a_turned_off_lightning_logger_looks_at_nothing_it_is_given(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Turned off, the logger's calls return at once: no trainer is kept (no cycle), no
+    hyperparameter is flattened (an odd mapping cannot raise), no metric is looked at."""
+
+    class Unreadable(dict):  # type: ignore[type-arg]
+        def items(self):  # type: ignore[no-untyped-def]
+            raise RuntimeError("not readable")
+
+    class Model:
+        _trainer = object()  # log_graph would read its state, were it looked at
+
+    monkeypatch.setenv("CRAFT_CALLBACKS_DISABLED", "1")
+    logger = CraftAiLogger(store_path=str(tmp_path / "never.db"))
+    logger.log_hyperparams(Unreadable(lr=0.1))
+    logger.log_graph(Model())
+    logger.log_metrics(Unreadable(loss=1.0), step=0)
+    assert logger._trainer is None and logger._stage is None
+    assert logger._runs.current is None and not (tmp_path / "never.db").exists()
+
+
 @pytest.mark.parametrize(
     ("error", "status"),
     [(None, "success"), (ValueError("boom"), "failed"), (KeyboardInterrupt(), "interrupted")],

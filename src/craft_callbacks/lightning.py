@@ -237,7 +237,7 @@ class CraftAiLogger(Logger):
     def log_graph(self, model: Any, input_array: Any = None) -> None:
         """Called at the start of every stage: the model's trainer tells which one."""
         trainer = getattr(model, "_trainer", None)
-        if trainer is None:
+        if trainer is None or not self._runs.enabled:
             return
         stage = getattr(trainer.state.fn, "value", None)
         self._stage = stage
@@ -284,6 +284,8 @@ class CraftAiLogger(Logger):
 
     @rank_zero_only
     def log_hyperparams(self, params: dict[str, Any] | Namespace, *args: Any, **kwargs: Any) -> None:
+        if not self._runs.enabled:  # turned off: nothing of the call is looked at
+            return
         flat = flatten(params)
         recorder = self._runs.open_run
         if self._stage == _FIT and recorder is not None:
@@ -293,6 +295,8 @@ class CraftAiLogger(Logger):
 
     @rank_zero_only
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        if not self._runs.enabled:
+            return
         if self._stage is None and self._runs.current is None:
             self._stage = _FIT  # no log_graph: the first stage is taken as fit
             self._start_run()
