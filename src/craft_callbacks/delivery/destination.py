@@ -154,6 +154,7 @@ class Destination:
         ``still_sending``: the worker is still stuck in a request past close, so nothing is sent
         beside it; a spooling destination keeps the values in its spool.
         """
+        deadline = time.monotonic() + timeout  # the spool write of take() counts too
         outbox = Outbox(scalars=dict(scalars))
         if still_sending:
             self.take(outbox)
@@ -162,7 +163,7 @@ class Destination:
         else:
             try:
                 self.take(outbox)
-                retrying(self.send, attempts=3, deadline=time.monotonic() + timeout)
+                retrying(self.send, attempts=3, deadline=deadline)
                 return None
             except Exception as error:
                 why = f"could not be delivered to {self.description} ({type(error).__name__}: {error})"
