@@ -55,7 +55,10 @@ class Notices:
 
     def say_deferred(self) -> None:
         while self.deferred:
-            category, key, message = self.deferred.pop(0)
+            try:
+                category, key, message = self.deferred.pop(0)
+            except IndexError:  # another caller thread (Keras's async batch hooks) took the last one
+                return
             self.once(category, key, message)
 
     def drop(self, name: str, rejected: Rejected, run: str) -> None:
