@@ -381,7 +381,7 @@ def test_an_unexpected_error_is_a_500_in_json_and_logged(
         raise RuntimeError("boom\nsecond line")
 
     monkeypatch.setattr(api, "runs", broken)
-    with caplog.at_level("ERROR", logger="craft_callbacks.cli.ui"):
+    with caplog.at_level("ERROR", logger="craft_callbacks.ui"):
         answer = request(url, "/api/runs")
     assert answer.status == 500
     assert answer.json() == {"error": "internal error: RuntimeError: boom second line"}

@@ -11,7 +11,6 @@ go inert: the child never sends the parent's values, the parent does.
 from __future__ import annotations
 
 import atexit
-import multiprocessing
 import os
 import sys
 import weakref
@@ -93,6 +92,8 @@ def end_at_exit(owner: EndsAtExit) -> None:
 def _end_with_the_exit_status() -> None:
     """A process started by ``multiprocessing`` (a spawned rank) ends through its parent's
     machinery, which keeps the exception to itself: its runs are left to the ``exited`` hook."""
+    import multiprocessing  # here: importing the package stays light
+
     if multiprocessing.parent_process() is not None:
         return
     status = exit_status()

@@ -74,7 +74,7 @@ _PLACEHOLDER: Final = """<!doctype html>
 <a href="/api/runs">/api/runs</a>.</p></body></html>
 """
 
-log = logging.getLogger("craft_callbacks.cli.ui")
+log = logging.getLogger("craft_callbacks.ui")  # the name users filter on, kept through the move
 
 
 class DashboardServer(ThreadingHTTPServer):
