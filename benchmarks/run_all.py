@@ -784,17 +784,10 @@ def hot_path_ab(
     return run_hot_path_ab(commit, 1 if args.quick else args.baseline_pairs, args.quick)
 
 
-def reliability_only(args: argparse.Namespace, output: Path, previous: PreviousReport | None) -> int:
-    """``--reliability``: bench_recorder.py and bench_reliability.py, their section put into ``output``."""
-    started = datetime.datetime.now(datetime.timezone.utc)
-    clock = time.perf_counter()
-    load_start = load()
-    commit = source_commit()
-    command = ".venv/bin/python benchmarks/run_all.py --reliability" + (" --quick" if args.quick else "")
-    if args.baseline:
-        command += f" --baseline {args.baseline}"
-    selected = [bench for bench in benches() if bench.name in ("recorder", "reliability")]
-    with tempfile.TemporaryDirectory(prefix="bench-reliability-") as tmp:
+def run_alone(names: tuple[str, ...], args: argparse.Namespace) -> dict[str, Bench]:
+    """Run the named benchmarks only (``--reliability``, ``--ui``), each in its own process."""
+    selected = [bench for bench in benches() if bench.name in names]
+    with tempfile.TemporaryDirectory(prefix=f"bench-{'-'.join(names)}-") as tmp:
         for bench in selected:
             try:
                 run_bench(bench, args.quick, Path(tmp))
@@ -805,7 +798,44 @@ def reliability_only(args: argparse.Namespace, output: Path, previous: PreviousR
             args.keep_json.mkdir(parents=True, exist_ok=True)
             for file in Path(tmp).glob("*.json"):
                 shutil.copy(file, args.keep_json / file.name)
-    runs = {bench.name: bench for bench in selected}
+    return {bench.name: bench for bench in selected}
+
+
+def write_alone(
+    args: argparse.Namespace,
+    output: Path,
+    lines: list[str],
+    goals: list[Goal],
+    note: str,
+    letter: str,
+    *where: str,
+) -> Path:
+    """Put a section generated on its own (its ``note`` says so) and its goal rows into ``output``,
+    keeping the rest of the report; a quick run writes to a temporary folder unless told where."""
+    if args.quick:
+        note += " **A quick smoke run: not the figures of record.**"
+    lines[2:2] = [note, ""]
+    for goal in goals:
+        goal.measured += f" (the separate run of section ({letter}))"
+    text = output.read_text() if output.exists() else ""
+    if not text:
+        text = "# Benchmarks\n"
+    if args.quick and not args.output:
+        output = Path(tempfile.mkdtemp(prefix="bench-quick-")) / "BENCHMARKS.md"
+    output.write_text(splice(text, lines, goals, *where))
+    return output
+
+
+def reliability_only(args: argparse.Namespace, output: Path, previous: PreviousReport | None) -> int:
+    """``--reliability``: bench_recorder.py and bench_reliability.py, their section put into ``output``."""
+    started = datetime.datetime.now(datetime.timezone.utc)
+    clock = time.perf_counter()
+    load_start = load()
+    commit = source_commit()
+    command = ".venv/bin/python benchmarks/run_all.py --reliability" + (" --quick" if args.quick else "")
+    if args.baseline:
+        command += f" --baseline {args.baseline}"
+    runs = run_alone(("recorder", "reliability"), args)
     ab = hot_path_ab(args, previous, set(runs))
     title, parts = next((title, parts) for title, parts in SECTIONS if title == RELIABILITY_TITLE)
     lines, goals = section(title, parts, runs, previous, ab)
@@ -817,19 +847,9 @@ def reliability_only(args: argparse.Namespace, output: Path, previous: PreviousR
         "run. Run the same command to regenerate this section alone, or the full run to regenerate "
         "everything.*"
     )
-    if args.quick:
-        note += " **A quick smoke run: not the figures of record.**"
-    lines[2:2] = [note, ""]
-    for goal in goals:
-        goal.measured += " (the separate run of section (e))"
-    text = output.read_text() if output.exists() else ""
-    if not text:
-        text = "# Benchmarks\n"
-    if args.quick and not args.output:
-        output = Path(tempfile.mkdtemp(prefix="bench-quick-")) / "BENCHMARKS.md"
-    output.write_text(splice(text, lines, goals))
+    output = write_alone(args, output, lines, goals, note, "e")
     print(f"\n=== done in {seconds / 60:.1f} min; section (e) written into {output}")
-    failed = [bench.name for bench in selected if bench.error]
+    failed = [bench.name for bench in runs.values() if bench.error]
     if failed:
         print(f"=== failed: {', '.join(failed)}")
     return 0
@@ -842,19 +862,7 @@ def ui_only(args: argparse.Namespace, output: Path) -> int:
     load_start = load()
     commit = source_commit()
     command = ".venv/bin/python benchmarks/run_all.py --ui" + (" --quick" if args.quick else "")
-    selected = [bench for bench in benches() if bench.name == "ui"]
-    with tempfile.TemporaryDirectory(prefix="bench-ui-all-") as tmp:
-        for bench in selected:
-            try:
-                run_bench(bench, args.quick, Path(tmp))
-            except Exception as error:  # the report says so
-                bench.error = f"could not be run: {type(error).__name__}: {error}"
-                print(f"=== {bench.name}: {bench.error}", flush=True)
-        if args.keep_json:
-            args.keep_json.mkdir(parents=True, exist_ok=True)
-            for file in Path(tmp).glob("*.json"):
-                shutil.copy(file, args.keep_json / file.name)
-    runs = {bench.name: bench for bench in selected}
+    runs = run_alone(("ui",), args)
     title, parts = next((title, parts) for title, parts in SECTIONS if title == UI_TITLE)
     lines, goals = section(title, parts, runs, None)
     if runs["ui"].result is None:
@@ -867,17 +875,7 @@ def ui_only(args: argparse.Namespace, output: Path) -> int:
         "describes. Run the same command to regenerate this section alone, or the full run to regenerate "
         "everything.*"
     )
-    if args.quick:
-        note += " **A quick smoke run: not the figures of record.**"
-    lines[2:2] = [note, ""]
-    for goal in goals:
-        goal.measured += " (the separate run of section (f))"
-    text = output.read_text() if output.exists() else ""
-    if not text:
-        text = "# Benchmarks\n"
-    if args.quick and not args.output:
-        output = Path(tempfile.mkdtemp(prefix="bench-quick-")) / "BENCHMARKS.md"
-    output.write_text(splice(text, lines, goals, UI_TITLE, f"| {UI_GOAL} |"))
+    output = write_alone(args, output, lines, goals, note, "f", UI_TITLE, f"| {UI_GOAL} |")
     print(f"\n=== done in {seconds / 60:.1f} min; section (f) written into {output}")
     if runs["ui"].error:
         print(f"=== failed: ui ({runs['ui'].error})")
