@@ -181,3 +181,17 @@ def test_the_check_lets_downward_and_same_layer_imports_through() -> None:
         "from . import spool\n"
     )
     assert upward_imports(source, "craft_callbacks.delivery.sync") == []
+
+
+def test_the_recorder_knows_no_concrete_sink() -> None:
+    """MetricRecorder talks to a Destination; which sink is behind it is delivery.factory's business."""
+    path = PACKAGE / "recorder.py"
+    targets = {name for _, name in imported(path.read_text(), "craft_callbacks.recorder", False)}
+    concrete = {
+        name
+        for name in targets
+        if name.startswith("craft_callbacks.sinks")
+        or name.split(".")[-1] in {"craft_ai", "digitalhub", "remote", "spool", "sync"}
+    }
+    assert "craft_callbacks.delivery.factory" in targets  # the check reads the imports it means to read
+    assert concrete == set()
