@@ -276,16 +276,8 @@ class DisabledRuns(AdapterRuns):
     def sink(self) -> Any:
         return None
 
-    def start(
-        self,
-        expected_events: int | None = None,
-        hyperparameters: Mapping[str, Any] | None = None,
-        pipeline_name: str | None = None,
-        resume_step: int | None = None,
-        *,
-        run_id: str | None = None,
-        run_id_wins: bool = False,
-    ) -> None:
+    def start(self, *args: Any, **kwargs: Any) -> None:
+        """No run ever opens (whatever :meth:`AdapterRuns.start` would be given)."""
         return None
 
     def log_final(self, metrics: Mapping[Any, Any]) -> None:

@@ -94,11 +94,16 @@ def _show(args: argparse.Namespace) -> int:
     return 0
 
 
-def _compare(args: argparse.Namespace) -> int:
+def _runs_named(store: LocalStore, references: Sequence[str]) -> list[dict[str, Any]]:
+    """The data of each run named (an id, a unique prefix of one, or 'latest'), in the order given."""
     from craft_callbacks.cli.export import run_data
 
+    return [run_data(store, store.find_run(reference)) for reference in references]
+
+
+def _compare(args: argparse.Namespace) -> int:
     store = _store(args)
-    runs = [run_data(store, store.find_run(reference)) for reference in args.runs]
+    runs = _runs_named(store, args.runs)
     if args.json:
         _emit_json(
             {
@@ -114,11 +119,10 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _plot(args: argparse.Namespace) -> int:
-    from craft_callbacks.cli.export import run_data
     from craft_callbacks.cli.plotting import plot_runs
 
     store = _store(args)
-    runs = [run_data(store, store.find_run(reference)) for reference in args.runs]
+    runs = _runs_named(store, args.runs)
     available = plot_order({name for run in runs for name in run["lists"]})
     if not available:
         raise CraftCallbacksError("these runs have no list metrics to plot")
